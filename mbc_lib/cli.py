@@ -1,0 +1,176 @@
+"""The ``mbc`` command line: one verb per job, one clear line on error."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from . import __version__
+from .errors import MbcError
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _cmd_keygen(args: argparse.Namespace) -> int:
+    from .deid.keys import generate_key_file
+
+    if Path(args.key_file).exists():
+        raise MbcError(f"{args.key_file} exists; refusing to overwrite a key")
+    generate_key_file(Path(args.key_file))
+    print(f"wrote a new 256-bit key to {args.key_file} (mode 0600); keep it secret, keep a backup")
+    return 0
+
+
+def _cmd_sample_data(args: argparse.Namespace) -> int:
+    from .sample import write_sample_tree
+
+    summary = write_sample_tree(
+        Path(args.out), seed=args.seed, n_fundus=args.n_fundus, n_ct=args.n_ct,
+        ct_size=args.ct_size,
+    )
+    for name, count in summary.items():
+        print(f"{name}: {count} files")
+    print(f"sample input tree written to {args.out}")
+    return 0
+
+
+def _cmd_deid(args: argparse.Namespace) -> int:
+    from .deid.keys import DeidKey
+    from .deid.tree import deid_tree
+
+    key = DeidKey.from_file(args.key_file)
+    report = deid_tree(Path(args.src), Path(args.out), key, progress=not args.quiet)
+    print(report.summary())
+    return 1 if report.refused and args.strict else 0
+
+
+def _cmd_ingest(args: argparse.Namespace) -> int:
+    from .ingest.pipeline import ingest
+
+    result = ingest(
+        Path(args.src), Path(args.store), args.dataset,
+        deid_key_file=Path(args.deid_key_file) if args.deid_key_file else None,
+        quarantine=Path(args.quarantine) if args.quarantine else None,
+        progress=not args.quiet,
+    )
+    print(result.summary())
+    return 0
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from .store.verify import verify_store
+
+    findings = verify_store(Path(args.store), progress=not args.quiet)
+    for finding in findings:
+        print(finding, file=sys.stderr)
+    if findings:
+        print(f"store {args.store}: {len(findings)} finding(s)", file=sys.stderr)
+        return 1
+    print(f"store {args.store}: OK")
+    return 0
+
+
+def _cmd_catalog(args: argparse.Namespace) -> int:
+    from .store.reader import open_store
+
+    store = open_store(Path(args.store))
+    names = [args.dataset] if args.dataset else store.datasets()
+    for name in names:
+        frame = store.catalog(name)
+        if args.format == "json":
+            print(frame.to_json(orient="records", indent=None))
+        elif args.format == "csv":
+            print(frame.to_csv(index=False), end="")
+        else:
+            print(f"== {name}: {len(frame)} cases")
+            with _pandas_wide():
+                print(frame.drop(columns=["checksum"], errors="ignore").to_string(index=False))
+    return 0
+
+
+def _pandas_wide():
+    import pandas as pd
+
+    return pd.option_context("display.width", 200, "display.max_columns", 20,
+                             "display.max_colwidth", 24)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mbc",
+        description="mbc: de-identify, ingest and verify the anonymized medical-imaging store.",
+    )
+    parser.add_argument("--version", action="version", version=f"mbc {__version__}")
+    sub = parser.add_subparsers(dest="verb", metavar="VERB")
+    sub.required = True
+
+    p = sub.add_parser("sample-data", help="write a synthetic sample input tree (fundus, CT, "
+                       "real DICOM test files)")
+    p.add_argument("out", metavar="OUT", help="folder to create")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--n-fundus", type=int, default=40, help="fundus photographs (default 40)")
+    p.add_argument("--n-ct", type=int, default=6, help="CT series, one per patient (default 6)")
+    p.add_argument("--ct-size", type=int, default=128,
+                   help="CT in-plane size in pixels (default 128)")
+    p.set_defaults(func=_cmd_sample_data)
+
+    p = sub.add_parser("keygen", help="create a new secret key file for de-identification")
+    p.add_argument("key_file", metavar="KEY")
+    p.set_defaults(func=_cmd_keygen)
+
+    p = sub.add_parser("deid", help="de-identify a tree of DICOM/JPEG/PNG files (edge)")
+    p.add_argument("src", metavar="SRC")
+    p.add_argument("out", metavar="OUT")
+    p.add_argument("--key-file", required=True, metavar="KEY",
+                   help="project secret (see 'mbc keygen')")
+    p.add_argument("--strict", action="store_true", help="exit 1 if any file was refused")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_deid)
+
+    p = sub.add_parser("ingest", help="PHI gate, conversion and atomic publish into the store")
+    p.add_argument("src", metavar="SRC", help="de-identified dataset folder")
+    p.add_argument("--store", required=True, metavar="STORE")
+    p.add_argument("--dataset", required=True, metavar="NAME", help="dataset manifest name")
+    p.add_argument("--deid-key-file", metavar="KEY",
+                   help="de-identify SRC first (single-site use)")
+    p.add_argument("--quarantine", metavar="DIR",
+                   help="where refused files go (default: STORE's sibling STORE.quarantine)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_ingest)
+
+    p = sub.add_parser("verify", help="check layout, checksums, catalog and PHI gate; exit 1 "
+                       "on any finding")
+    p.add_argument("store", metavar="STORE")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_verify)
+
+    p = sub.add_parser("catalog", help="print the catalog of a store")
+    p.add_argument("store", metavar="STORE")
+    p.add_argument("--dataset", metavar="NAME")
+    p.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    p.set_defaults(func=_cmd_catalog)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except MbcError as exc:
+        print(f"mbc {args.verb}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"mbc {args.verb}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
+
+
+__all__ = ["build_parser", "main"]

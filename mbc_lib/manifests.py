@@ -1,0 +1,171 @@
+"""Dataset manifests (``datasets/*.yaml``): modality, label schema, access group, deid options."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import MbcError
+
+MODALITIES = ("fundus", "ct", "dicom")
+DEID_OPTIONS = (
+    "retain_longitudinal_modified_dates",
+    "retain_patient_characteristics",
+    "clean_descriptors",
+)
+LABEL_DTYPES = {"str": str, "int": int, "float": float}
+_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+
+
+def default_manifest_dir() -> Path:
+    """``$MBC_DATASETS_DIR``, else the ``datasets/`` folder beside the package."""
+    env = os.environ.get("MBC_DATASETS_DIR")
+    return Path(env) if env else Path(__file__).resolve().parents[1] / "datasets"
+
+
+@dataclass(frozen=True)
+class LabelColumn:
+    name: str
+    dtype: str
+    values: tuple[Any, ...] | None = None
+    min: float | None = None
+    max: float | None = None
+    description: str = ""
+
+    def check(self, value: Any) -> str | None:
+        """Return a problem description, or None if ``value`` fits this column."""
+        try:
+            typed = LABEL_DTYPES[self.dtype](value)
+        except (TypeError, ValueError):
+            return f"column {self.name!r}: {value!r} is not {self.dtype}"
+        if self.values is not None and typed not in self.values:
+            return f"column {self.name!r}: {value!r} not one of {list(self.values)}"
+        if self.min is not None and typed < self.min:
+            return f"column {self.name!r}: {value!r} below {self.min}"
+        if self.max is not None and typed > self.max:
+            return f"column {self.name!r}: {value!r} above {self.max}"
+        return None
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """One dataset's manifest, validated."""
+
+    name: str
+    title: str
+    modality: str
+    group: str
+    description: str = ""
+    label_file: str | None = None
+    label_key: str | None = None
+    label_columns: dict[str, LabelColumn] = field(default_factory=dict)
+    segmentation: dict[str, Any] | None = None
+    split: dict[str, float] = field(default_factory=lambda: {"train": 0.7, "val": 0.15, "test": 0.15})
+    deid_options: tuple[str, ...] = DEID_OPTIONS
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def segmentation_classes(self) -> dict[int, str]:
+        if not self.segmentation:
+            return {}
+        return {int(k): v["name"] for k, v in self.segmentation["classes"].items()}
+
+    def to_dict(self) -> dict[str, Any]:
+        """The manifest as plain JSON-able data (stored in the dataset's group attributes)."""
+        return dict(self.raw)
+
+
+def _fail(source: str, msg: str) -> MbcError:
+    return MbcError(f"invalid dataset manifest {source}: {msg}")
+
+
+def parse_manifest(data: dict[str, Any], source: str = "<manifest>") -> Manifest:
+    """Validate a manifest mapping and return it as a :class:`Manifest`."""
+    if not isinstance(data, dict):
+        raise _fail(source, "top level must be a mapping")
+    for key in ("name", "title", "modality", "group"):
+        if not isinstance(data.get(key), str) or not data[key]:
+            raise _fail(source, f"'{key}' is required and must be a string")
+    if not _NAME_RE.match(data["name"]):
+        raise _fail(source, f"name {data['name']!r} must be lower-case letters, digits and '-'")
+    if data["modality"] not in MODALITIES:
+        raise _fail(source, f"modality must be one of {list(MODALITIES)}")
+    columns: dict[str, LabelColumn] = {}
+    labels = data.get("labels")
+    if labels is not None:
+        if not isinstance(labels, dict) or "file" not in labels or "key" not in labels:
+            raise _fail(source, "'labels' needs 'file', 'key' and 'columns'")
+        if labels["key"] not in ("path", "patient_id"):
+            raise _fail(source, "labels.key must be 'path' or 'patient_id'")
+        for col, spec in (labels.get("columns") or {}).items():
+            if not isinstance(spec, dict) or spec.get("dtype") not in LABEL_DTYPES:
+                raise _fail(source, f"label column {col!r} needs dtype one of {list(LABEL_DTYPES)}")
+            values = spec.get("values")
+            columns[col] = LabelColumn(
+                name=col,
+                dtype=spec["dtype"],
+                values=tuple(values) if values is not None else None,
+                min=spec.get("min"),
+                max=spec.get("max"),
+                description=spec.get("description", ""),
+            )
+    seg = data.get("segmentation")
+    if seg is not None:
+        classes = seg.get("classes") if isinstance(seg, dict) else None
+        if not isinstance(classes, dict) or 0 not in {int(k) for k in classes}:
+            raise _fail(source, "segmentation.classes must map integers (0 = background) to names")
+    split = data.get("split") or {"train": 0.7, "val": 0.15, "test": 0.15}
+    if set(split) != {"train", "val", "test"} or abs(sum(split.values()) - 1.0) > 1e-6:
+        raise _fail(source, "split must give train, val and test fractions summing to 1")
+    options = tuple((data.get("deid") or {}).get("options", DEID_OPTIONS))
+    unknown = set(options) - set(DEID_OPTIONS)
+    if unknown:
+        raise _fail(source, f"unknown deid options {sorted(unknown)}")
+    return Manifest(
+        name=data["name"],
+        title=data["title"],
+        modality=data["modality"],
+        group=data["group"],
+        description=str(data.get("description", "")).strip(),
+        label_file=labels["file"] if labels else None,
+        label_key=labels["key"] if labels else None,
+        label_columns=columns,
+        segmentation=seg,
+        split={k: float(v) for k, v in split.items()},
+        deid_options=options,
+        raw=data,
+    )
+
+
+def load_manifest(path: Path) -> Manifest:
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except OSError as exc:
+        raise MbcError(f"cannot read dataset manifest {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise MbcError(f"dataset manifest {path} is not valid YAML: {exc}") from None
+    manifest = parse_manifest(data, str(path))
+    if manifest.name != Path(path).stem:
+        raise _fail(str(path), f"name {manifest.name!r} must match the file name")
+    return manifest
+
+
+def load_manifests(directory: Path | None = None) -> dict[str, Manifest]:
+    """All manifests in ``directory`` (default :func:`default_manifest_dir`), by name."""
+    directory = Path(directory) if directory else default_manifest_dir()
+    if not directory.is_dir():
+        raise MbcError(f"dataset manifest folder not found: {directory}")
+    return {m.name: m for m in (load_manifest(p) for p in sorted(directory.glob("*.yaml")))}
+
+
+def get_manifest(name: str, directory: Path | None = None) -> Manifest:
+    manifests = load_manifests(directory)
+    if name not in manifests:
+        known = ", ".join(sorted(manifests)) or "none"
+        raise MbcError(f"unknown dataset {name!r} (known: {known})")
+    return manifests[name]
