@@ -27,7 +27,10 @@ def _cmd_sample_data(args: argparse.Namespace) -> int:
     from .sample import write_sample_tree
 
     summary = write_sample_tree(
-        Path(args.out), seed=args.seed, n_fundus=args.n_fundus, n_ct=args.n_ct,
+        Path(args.out),
+        seed=args.seed,
+        n_fundus=args.n_fundus,
+        n_ct=args.n_ct,
         ct_size=args.ct_size,
     )
     for name, count in summary.items():
@@ -50,7 +53,9 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
     from .ingest.pipeline import ingest
 
     result = ingest(
-        Path(args.src), Path(args.store), args.dataset,
+        Path(args.src),
+        Path(args.store),
+        args.dataset,
         deid_key_file=Path(args.deid_key_file) if args.deid_key_file else None,
         quarantine=Path(args.quarantine) if args.quarantine else None,
         progress=not args.quiet,
@@ -93,8 +98,9 @@ def _cmd_catalog(args: argparse.Namespace) -> int:
 def _pandas_wide():
     import pandas as pd
 
-    return pd.option_context("display.width", 200, "display.max_columns", 20,
-                             "display.max_colwidth", 24)
+    return pd.option_context(
+        "display.width", 200, "display.max_columns", 20, "display.max_colwidth", 24
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -106,14 +112,17 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
     sub.required = True
 
-    p = sub.add_parser("sample-data", help="write a synthetic sample input tree (fundus, CT, "
-                       "real DICOM test files)")
+    p = sub.add_parser(
+        "sample-data",
+        help="write a synthetic sample input tree (fundus, CT, real DICOM test files)",
+    )
     p.add_argument("out", metavar="OUT", help="folder to create")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--n-fundus", type=int, default=40, help="fundus photographs (default 40)")
     p.add_argument("--n-ct", type=int, default=6, help="CT series, one per patient (default 6)")
-    p.add_argument("--ct-size", type=int, default=128,
-                   help="CT in-plane size in pixels (default 128)")
+    p.add_argument(
+        "--ct-size", type=int, default=128, help="CT in-plane size in pixels (default 128)"
+    )
     p.set_defaults(func=_cmd_sample_data)
 
     p = sub.add_parser("keygen", help="create a new secret key file for de-identification")
@@ -123,8 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("deid", help="de-identify a tree of DICOM/JPEG/PNG files (edge)")
     p.add_argument("src", metavar="SRC")
     p.add_argument("out", metavar="OUT")
-    p.add_argument("--key-file", required=True, metavar="KEY",
-                   help="project secret (see 'mbc keygen')")
+    p.add_argument(
+        "--key-file", required=True, metavar="KEY", help="project secret (see 'mbc keygen')"
+    )
     p.add_argument("--strict", action="store_true", help="exit 1 if any file was refused")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_deid)
@@ -133,15 +143,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("src", metavar="SRC", help="de-identified dataset folder")
     p.add_argument("--store", required=True, metavar="STORE")
     p.add_argument("--dataset", required=True, metavar="NAME", help="dataset manifest name")
-    p.add_argument("--deid-key-file", metavar="KEY",
-                   help="de-identify SRC first (single-site use)")
-    p.add_argument("--quarantine", metavar="DIR",
-                   help="where refused files go (default: STORE's sibling STORE.quarantine)")
+    p.add_argument("--deid-key-file", metavar="KEY", help="de-identify SRC first (single-site use)")
+    p.add_argument(
+        "--quarantine",
+        metavar="DIR",
+        help="where refused files go (default: STORE's sibling STORE.quarantine)",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_ingest)
 
-    p = sub.add_parser("verify", help="check layout, checksums, catalog and PHI gate; exit 1 "
-                       "on any finding")
+    p = sub.add_parser(
+        "verify", help="check layout, checksums, catalog and PHI gate; exit 1 on any finding"
+    )
     p.add_argument("store", metavar="STORE")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_verify)

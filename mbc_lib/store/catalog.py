@@ -1,0 +1,123 @@
+"""The catalog table of a dataset: one row per case, with a patient-level split."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ..manifests import Manifest
+from . import layout
+
+SPLITS = ("train", "val", "test")
+BASE_COLUMNS = [
+    "case_id",
+    "patient",
+    "split",
+    "kind",
+    "modality",
+    "shape",
+    "spacing",
+    "unit",
+    "study_uid",
+    "series_uid",
+    "n_source_files",
+    "checksum",
+]
+
+
+def read_case_attrs(root: Path, dataset: str) -> list[dict[str, Any]]:
+    """The ``mbc`` attributes of every published case (read straight from zarr.json)."""
+    base = layout.cases_path(root, dataset)
+    out = []
+    if not base.is_dir():
+        return out
+    for entry in sorted(os.scandir(base), key=lambda e: e.name):
+        meta = Path(entry.path) / "zarr.json"
+        if entry.is_dir() and meta.exists():
+            with open(meta) as fh:
+                out.append(json.load(fh).get("attributes", {}).get("mbc", {}))
+    return out
+
+
+def _patient_rank(patient: str) -> str:
+    return hashlib.sha256(patient.encode()).hexdigest()
+
+
+def assign_splits(
+    patients: list[str], fractions: dict[str, float], previous: dict[str, str] | None = None
+) -> dict[str, str]:
+    """Patient -> split. Earlier assignments are kept; new patients fill the largest deficit.
+
+    Every case of a patient lands in the same split, so no patient spans two splits, and a
+    patient never moves when the store grows.
+    """
+    previous = {p: s for p, s in (previous or {}).items() if s in SPLITS}
+    result = {p: previous[p] for p in patients if p in previous}
+    counts = {s: sum(1 for v in result.values() if v == s) for s in SPLITS}
+    for patient in sorted((p for p in set(patients) if p not in result), key=_patient_rank):
+        total = sum(counts.values()) + 1
+        split = max(SPLITS, key=lambda s: (fractions[s] * total - counts[s], -SPLITS.index(s)))
+        result[patient] = split
+        counts[split] += 1
+    return result
+
+
+def build_catalog(
+    root: Path, manifest: Manifest, previous: pd.DataFrame | None = None
+) -> pd.DataFrame:
+    cases = read_case_attrs(root, manifest.name)
+    prev_splits: dict[str, str] = {}
+    if previous is not None and len(previous):
+        prev_splits = dict(zip(previous["patient"], previous["split"], strict=True))
+    splits = assign_splits([c["patient"] for c in cases], manifest.split, prev_splits)
+    rows = []
+    for c in cases:
+        row = {
+            "case_id": c["case_id"],
+            "patient": c["patient"],
+            "split": splits[c["patient"]],
+            "kind": c["kind"],
+            "modality": c.get("modality"),
+            "shape": "x".join(str(n) for n in c["shape"]),
+            "spacing": "x".join(f"{s:.4g}" for s in c["spacing"]),
+            "unit": c.get("unit"),
+            "study_uid": c.get("study_uid"),
+            "series_uid": c.get("series_uid"),
+            "n_source_files": c.get("n_source_files"),
+            "checksum": c["checksum"],
+        }
+        for name in manifest.label_columns:
+            row[name] = (c.get("labels") or {}).get(name)
+        for name, value in (c.get("label_stats") or {}).items():
+            row[name] = value
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        frame = pd.DataFrame(columns=BASE_COLUMNS + list(manifest.label_columns))
+    return frame
+
+
+def read_catalog(root: Path, dataset: str) -> pd.DataFrame | None:
+    path = layout.catalog_path(root, dataset)
+    return pd.read_parquet(path) if path.exists() else None
+
+
+def write_catalog(root: Path, manifest: Manifest) -> pd.DataFrame:
+    """Rebuild the catalog from the published cases and replace it atomically."""
+    frame = build_catalog(root, manifest, read_catalog(root, manifest.name))
+    target = layout.catalog_path(root, manifest.name)
+    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        frame.to_parquet(tmp, index=False)
+        os.chmod(tmp, 0o444)
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return frame
