@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -170,6 +172,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # Real-world DICOM is full of small standard violations; pydicom reports each one. The
+    # verbs report per file what they did, so these warnings are noise on the terminal.
+    warnings.filterwarnings("ignore", module=r"pydicom(\.|$)")
+    logging.getLogger("pydicom").setLevel(logging.ERROR)
     try:
         return args.func(args)
     except MbcError as exc:

@@ -65,7 +65,9 @@ class Manifest:
     label_key: str | None = None
     label_columns: dict[str, LabelColumn] = field(default_factory=dict)
     segmentation: dict[str, Any] | None = None
-    split: dict[str, float] = field(default_factory=lambda: {"train": 0.7, "val": 0.15, "test": 0.15})
+    split: dict[str, float] = field(
+        default_factory=lambda: {"train": 0.7, "val": 0.15, "test": 0.15}
+    )
     deid_options: tuple[str, ...] = DEID_OPTIONS
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
@@ -148,7 +150,10 @@ def load_manifest(path: Path) -> Manifest:
     except OSError as exc:
         raise MbcError(f"cannot read dataset manifest {path}: {exc.strerror}") from None
     except yaml.YAMLError as exc:
-        raise MbcError(f"dataset manifest {path} is not valid YAML: {exc}") from None
+        where = getattr(exc, "problem_mark", None)
+        line = f" (line {where.line + 1})" if where is not None else ""
+        problem = getattr(exc, "problem", None) or "syntax error"
+        raise MbcError(f"dataset manifest {path} is not valid YAML{line}: {problem}") from None
     manifest = parse_manifest(data, str(path))
     if manifest.name != Path(path).stem:
         raise _fail(str(path), f"name {manifest.name!r} must match the file name")

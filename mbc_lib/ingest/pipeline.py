@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
-from tqdm import tqdm
 
 from .. import phi_gate
+from ..progress import progress as progress_bar
 from ..errors import MbcError, RefusedError
 from ..manifests import LABEL_DTYPES, Manifest, get_manifest
 from ..store.catalog import write_catalog
@@ -186,7 +186,7 @@ def ingest(
             result.seen += 1
             result.quarantined += 1
             result.reasons["refused by de-identification"] += 1
-        return _ingest_tree(work / "out", store, manifest, q, result, progress, from_deid=True)
+        return _ingest_tree(work / "out", store, manifest, q, result, progress, from_deid=src)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -198,8 +198,9 @@ def _ingest_tree(
     q: Quarantine,
     result: IngestResult,
     progress: bool,
-    from_deid: bool = False,
+    from_deid: Path | None = None,
 ) -> IngestResult:
+    """Gate, convert and publish the files under ``src`` (``from_deid``: the original SRC)."""
     files = scan_tree(src, manifest.label_file)
     if from_deid:  # the de-identifier's own report is not part of the input
         files = [f for f in files if f.kind != "report"]
@@ -211,7 +212,7 @@ def _ingest_tree(
     metadata: list[SourceFile] = []
     pending: list[tuple[SourceFile, str]] = []
     identified: dict[str, list[str]] = {}
-    for f in tqdm(files, desc="PHI gate", unit="file", disable=not progress, leave=False):
+    for f in progress_bar(files, progress, desc="PHI gate", unit="file"):
         findings: list[str] = []
         if f.kind == "dicom":
             try:
@@ -291,7 +292,7 @@ def _ingest_fundus(
 ) -> None:
     for h in headers:
         run.refuse(h.file, "DICOM files are not accepted by a fundus photograph dataset")
-    for f in tqdm(photos, desc="fundus", unit="image", disable=not run.progress, leave=False):
+    for f in progress_bar(photos, run.progress, desc="fundus", unit="image"):
         row = labels.get(f.rel)
         if row is None or not row.get("__patient"):
             run.refuse(f, "no row for this image in the label table")
@@ -327,7 +328,7 @@ def _digest(array: np.ndarray) -> str:
 def _ingest_generic(run: _Run, headers: list[_Header], photos: list[SourceFile]) -> None:
     for f in photos:
         run.refuse(f, "photographs are not accepted by a DICOM dataset")
-    for h in tqdm(headers, desc="images", unit="file", disable=not run.progress, leave=False):
+    for h in progress_bar(headers, run.progress, desc="images", unit="file"):
         try:
             ds = pydicom.dcmread(h.file.path)
             img = convert.generic_image(ds)
@@ -395,9 +396,7 @@ def _ingest_ct(
             mask_index[frozenset(uids)] = (f, npz["labels"], uids)
     used_masks: set[str] = set()
     classes = set(run.manifest.segmentation_classes)
-    for uid, members in tqdm(
-        series.items(), desc="CT series", unit="series", disable=not run.progress, leave=False
-    ):
+    for uid, members in progress_bar(series.items(), run.progress, desc="CT series", unit="series"):
         files = [m.file for m in members]
         try:
             vol = convert.ct_volume(

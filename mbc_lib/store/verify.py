@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import zarr
-from tqdm import tqdm
 
 from .. import phi_gate
+from ..progress import progress as progress_bar
 from ..errors import MbcError
 from ..manifests import Manifest, parse_manifest
 from . import layout
@@ -67,9 +67,7 @@ def _verify_dataset(root: Path, name: str, progress: bool) -> list[str]:
     case_sums: dict[str, str | None] = {}
     case_patients: dict[str, str] = {}
     entries = sorted(e for e in os.listdir(cases_dir) if e != "zarr.json")
-    for case_id in tqdm(
-        entries, desc=f"verify {name}", unit="case", disable=not progress, leave=False
-    ):
+    for case_id in progress_bar(entries, progress, desc=f"verify {name}", unit="case"):
         where = f"{name}/{case_id}"
         if not layout.CASE_ID_RE.match(case_id):
             findings.append(f"{where}: not a case id")

@@ -1,0 +1,52 @@
+"""Shared fixtures: one sample tree, one key and one de-identified tree per test session."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mbc_lib.deid.keys import DeidKey, generate_key_file
+
+SAMPLE_ARGS = {"seed": 7, "n_fundus": 12, "n_ct": 3, "ct_size": 64}
+
+
+@pytest.fixture(scope="session")
+def sample_tree(tmp_path_factory) -> Path:
+    from mbc_lib.sample import write_sample_tree
+
+    out = tmp_path_factory.mktemp("sample") / "input"
+    write_sample_tree(out, **SAMPLE_ARGS)
+    return out
+
+
+@pytest.fixture(scope="session")
+def key_file(tmp_path_factory) -> Path:
+    return generate_key_file(tmp_path_factory.mktemp("keys") / "project.key")
+
+
+@pytest.fixture(scope="session")
+def key(key_file) -> DeidKey:
+    return DeidKey.from_file(key_file)
+
+
+@pytest.fixture(scope="session")
+def deid_out(sample_tree, key, tmp_path_factory) -> Path:
+    from mbc_lib.deid.tree import deid_tree
+
+    out = tmp_path_factory.mktemp("deid") / "out"
+    deid_tree(sample_tree, out, key, progress=False)
+    return out
+
+
+def run_mbc(*args: str, check: bool = False, **kwargs) -> subprocess.CompletedProcess:
+    """Run the ``mbc`` CLI as a user would, in a subprocess."""
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.run([sys.executable, "-m", "mbc_lib.cli", *args], capture_output=True,
+                          text=True, env=env, **kwargs)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"mbc {' '.join(args)} failed:\n{proc.stderr}")
+    return proc
