@@ -14,12 +14,40 @@ import xarray as xr
 import zarr
 from zarr.storage import LocalStore
 
-from ..errors import MbcError
+from ..errors import MbcError, ReadOnlyStoreError
 from ..manifests import Manifest, parse_manifest
 from . import layout
 from .catalog import read_catalog
 
 STORE_ENV = "MBC_STORE"
+_READ_ONLY_MESSAGE = (
+    "the mbc store is read-only: nothing is ever written through mbc_lib "
+    "(save results to your home folder instead)"
+)
+
+
+class ReadOnlyLocalStore(LocalStore):
+    """A zarr LocalStore that refuses every write with :class:`ReadOnlyStoreError`."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root, read_only=True)
+
+    async def set(self, key: str, value: Any) -> None:  # noqa: D102
+        raise ReadOnlyStoreError(_READ_ONLY_MESSAGE)
+
+    async def set_if_not_exists(self, key: str, value: Any) -> None:  # noqa: D102
+        raise ReadOnlyStoreError(_READ_ONLY_MESSAGE)
+
+    async def delete(self, key: str) -> None:  # noqa: D102
+        raise ReadOnlyStoreError(_READ_ONLY_MESSAGE)
+
+    def _check_writable(self) -> None:
+        raise ReadOnlyStoreError(_READ_ONLY_MESSAGE)
+
+    def with_read_only(self, read_only: bool = False) -> ReadOnlyLocalStore:  # noqa: D102
+        if not read_only:
+            raise ReadOnlyStoreError(_READ_ONLY_MESSAGE)
+        return self
 
 
 class Store:
@@ -34,7 +62,7 @@ class Store:
         if not isinstance(attrs, dict) or "store_version" not in attrs:
             raise MbcError(f"not an mbc store (no mbc attributes): {self.root}")
         self.version = attrs["store_version"]
-        self._zstore = LocalStore(self.root, read_only=True)
+        self._zstore = ReadOnlyLocalStore(self.root)
 
     def __repr__(self) -> str:
         return f"<mbc Store {self.root} datasets={self.datasets()}>"
@@ -64,12 +92,25 @@ class Store:
         raw = meta.get("attributes", {}).get("mbc", {}).get("manifest")
         return parse_manifest(raw, f"{dataset} (in store)")
 
-    def catalog(self, dataset: str) -> pd.DataFrame:
+    def catalog(
+        self, dataset: str, split: str | None = None, query: str | None = None
+    ) -> pd.DataFrame:
+        """The dataset's catalog, optionally one split and a pandas ``query`` string."""
         self._check_dataset(dataset)
         frame = read_catalog(self.root, dataset)
         if frame is None:
             raise MbcError(f"dataset {dataset!r} has no catalog yet")
-        return frame
+        if split is not None:
+            frame = frame[frame["split"] == split]
+        if query:
+            frame = frame.query(query)
+        return frame.reset_index(drop=True)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"root": self.root}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["root"])  # type: ignore[misc]
 
     def case_ids(self, dataset: str) -> list[str]:
         self._check_dataset(dataset)
@@ -94,6 +135,26 @@ class Store:
         """The case image as a lazy DataArray with coordinates in mm (where known)."""
         group = self.case_group(dataset, case_id)
         return _as_dataarray(group, level, name="image")
+
+    def open_case_dataset(self, dataset: str, case_id: str, level: int = 0) -> xr.Dataset:
+        """Image and (where present) labels of a case as one lazy Dataset."""
+        image = self.open_case(dataset, case_id, level)
+        variables = {"image": image}
+        labels = self.open_labels(dataset, case_id, level)
+        if labels is not None:
+            variables["labels"] = labels.drop_attrs() if hasattr(labels, "drop_attrs") else labels
+        return xr.Dataset(variables, attrs=image.attrs)
+
+    def image_array(self, dataset: str, case_id: str, level: int = 0) -> zarr.Array:
+        """The raw (read-only) zarr array of one pyramid level."""
+        return self.case_group(dataset, case_id)[str(level)]
+
+    def labels_array(self, dataset: str, case_id: str, level: int = 0) -> zarr.Array | None:
+        group = self.case_group(dataset, case_id)
+        if layout.LABELS_GROUP not in group:
+            return None
+        lroot = group[layout.LABELS_GROUP]
+        return lroot[lroot.attrs["ome"]["labels"][0]][str(level)]
 
     def open_labels(self, dataset: str, case_id: str, level: int = 0) -> xr.DataArray | None:
         group = self.case_group(dataset, case_id)
