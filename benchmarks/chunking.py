@@ -48,8 +48,9 @@ def ct_like_volume(seed: int = 0) -> np.ndarray:
 
 def measure(vol: np.ndarray, path: Path, chunks: tuple[int, ...], cname: str) -> dict:
     codec = BloscCodec(cname=cname, clevel=3 if cname == "zstd" else 5, shuffle="bitshuffle")
-    arr = zarr.create_array(path, shape=vol.shape, dtype=vol.dtype, chunks=chunks,
-                            compressors=[codec], zarr_format=3)
+    arr = zarr.create_array(
+        path, shape=vol.shape, dtype=vol.dtype, chunks=chunks, compressors=[codec], zarr_format=3
+    )
     arr[...] = vol
     size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
     arr = zarr.open_array(path, mode="r")
@@ -64,8 +65,11 @@ def measure(vol: np.ndarray, path: Path, chunks: tuple[int, ...], cname: str) ->
         z, y, x = (int(rng.integers(0, s - PATCH)) for s in vol.shape)
         arr[z : z + PATCH, y : y + PATCH, x : x + PATCH]
     patch_ms = (time.perf_counter() - start) / n * 1e3
-    return {"size_vs_raw": round(size / vol.nbytes, 3), "slice_ms": round(slice_ms, 2),
-            "patch_ms": round(patch_ms, 2)}
+    return {
+        "size_vs_raw": round(size / vol.nbytes, 3),
+        "slice_ms": round(slice_ms, 2),
+        "patch_ms": round(patch_ms, 2),
+    }
 
 
 def main() -> None:
@@ -76,8 +80,11 @@ def main() -> None:
             key = f"{name} {cname}"
             results[key] = measure(vol, Path(tmp) / key.replace(" ", "_"), chunks, cname)
             r = results[key]
-            print(f"{key:20s} size {r['size_vs_raw']:.3f}  slice {r['slice_ms']:6.1f} ms  "
-                  f"patch {r['patch_ms']:6.1f} ms", flush=True)
+            print(
+                f"{key:20s} size {r['size_vs_raw']:.3f}  slice {r['slice_ms']:6.1f} ms  "
+                f"patch {r['patch_ms']:6.1f} ms",
+                flush=True,
+            )
     print(json.dumps({"benchmark": "chunking", "cpus": os.cpu_count(), "results": results}))
 
 

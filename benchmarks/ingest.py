@@ -51,8 +51,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="mbc-bench-") as tmp:
         work = Path(tmp)
-        write_sample_tree(work / "input", seed=1, n_fundus=2, n_ct=args.n_ct,
-                          ct_size=args.ct_size)
+        write_sample_tree(work / "input", seed=1, n_fundus=2, n_ct=args.n_ct, ct_size=args.ct_size)
         src = work / "input" / "ct-covid"
         files = _dicom_files(src)
         n = len(files)
@@ -99,9 +98,7 @@ def main() -> None:
         "ct_size": args.ct_size,
         **{k: round(v, 1) for k, v in rates.items()},
         "deid_vs_dicognito": round(rates["deid_files_per_s"] / rates["dicognito_files_per_s"], 2),
-        "deid_vs_pydicom_rw": round(
-            rates["deid_files_per_s"] / rates["pydicom_rw_files_per_s"], 2
-        ),
+        "deid_vs_pydicom_rw": round(rates["deid_files_per_s"] / rates["pydicom_rw_files_per_s"], 2),
     }
     for k, v in result.items():
         print(f"{k:24s} {v}")

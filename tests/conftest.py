@@ -45,8 +45,13 @@ def deid_out(sample_tree, key, tmp_path_factory) -> Path:
 def run_mbc(*args: str, check: bool = False, **kwargs) -> subprocess.CompletedProcess:
     """Run the ``mbc`` CLI as a user would, in a subprocess."""
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    proc = subprocess.run([sys.executable, "-m", "mbc_lib.cli", *args], capture_output=True,
-                          text=True, env=env, **kwargs)
+    proc = subprocess.run(
+        [sys.executable, "-m", "mbc_lib.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        **kwargs,
+    )
     if check and proc.returncode != 0:
         raise AssertionError(f"mbc {' '.join(args)} failed:\n{proc.stderr}")
     return proc

@@ -24,8 +24,9 @@ from mbc_lib.store.verify import verify_store
 
 
 def _phi() -> list[bytes]:
-    identities = sample_identities(SAMPLE_ARGS["seed"], SAMPLE_ARGS["n_fundus"],
-                                   SAMPLE_ARGS["n_ct"])
+    identities = sample_identities(
+        SAMPLE_ARGS["seed"], SAMPLE_ARGS["n_fundus"], SAMPLE_ARGS["n_ct"]
+    )
     strings = {s for people in identities.values() for p in people for s in phi_strings(p)}
     out = set()
     for s in strings:
@@ -42,8 +43,16 @@ def _all_files(root: Path) -> list[Path]:
 def store(deid_out, tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("store") / "store"
     for folder, dataset in (("fundus-glaucoma", "fundus-glaucoma"), ("ct-covid", "ct-covid")):
-        run_mbc("ingest", str(deid_out / folder), "--store", str(root), "--dataset", dataset,
-                "-q", check=True)
+        run_mbc(
+            "ingest",
+            str(deid_out / folder),
+            "--store",
+            str(root),
+            "--dataset",
+            dataset,
+            "-q",
+            check=True,
+        )
     return root
 
 
@@ -55,8 +64,12 @@ def test_cli_ingest_verify_catalog(store):
     assert proc.returncode == 0
     assert f"ct-covid: {SAMPLE_ARGS['n_ct']} cases" in proc.stdout
     frame = pd.read_json(
-        __import__("io").StringIO(run_mbc("catalog", str(store), "--format", "json",
-                                          "--dataset", "fundus-glaucoma").stdout))
+        __import__("io").StringIO(
+            run_mbc(
+                "catalog", str(store), "--format", "json", "--dataset", "fundus-glaucoma"
+            ).stdout
+        )
+    )
     assert len(frame) == SAMPLE_ARGS["n_fundus"]
     assert set(frame["glaucoma"]) == {0, 1}
 
@@ -91,13 +104,15 @@ def test_ct_volume_matches_the_dicom_series(store, deid_out):
     series = [pydicom.dcmread(p) for p in (deid_out / "ct-covid").rglob("*.dcm")]
     series = [d for d in series if d.SeriesInstanceUID == attrs["series_uid"]]
     series.sort(key=lambda d: float(d.ImagePositionPatient[2]))
-    expected = np.stack([d.pixel_array * float(d.RescaleSlope) + float(d.RescaleIntercept)
-                         for d in series])
+    expected = np.stack(
+        [d.pixel_array * float(d.RescaleSlope) + float(d.RescaleIntercept) for d in series]
+    )
     image = s.open_case("ct-covid", case_id)
     np.testing.assert_array_equal(image.values, expected.astype(np.int16))
     assert image.attrs["value_units"] == "HU"
     assert float(image.z[1] - image.z[0]) == pytest.approx(
-        abs(float(series[1].ImagePositionPatient[2]) - float(series[0].ImagePositionPatient[2])))
+        abs(float(series[1].ImagePositionPatient[2]) - float(series[0].ImagePositionPatient[2]))
+    )
     assert float(image.y[1] - image.y[0]) == pytest.approx(float(series[0].PixelSpacing[0]))
     labels = s.open_labels("ct-covid", case_id)
     assert labels is not None and set(np.unique(labels.values)) <= {0, 1, 2, 3}
@@ -116,8 +131,15 @@ def test_ingest_is_idempotent(store, deid_out):
 
 def test_identified_input_is_refused_whole(sample_tree, tmp_path):
     store = tmp_path / "store"
-    proc = run_mbc("ingest", str(sample_tree / "ct-covid"), "--store", str(store),
-                   "--dataset", "ct-covid", "-q")
+    proc = run_mbc(
+        "ingest",
+        str(sample_tree / "ct-covid"),
+        "--store",
+        str(store),
+        "--dataset",
+        "ct-covid",
+        "-q",
+    )
     assert proc.returncode == 3
     assert proc.stderr.count("\n") == 1 and "identifying" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -133,14 +155,17 @@ def test_identified_input_is_refused_whole(sample_tree, tmp_path):
 
 def test_single_site_ingest_with_key_counts_add_up(sample_tree, key_file, tmp_path):
     store = tmp_path / "store"
-    result = ingest(sample_tree / "dicom-real", store, "dicom-reference",
-                    deid_key_file=key_file, progress=False)
+    result = ingest(
+        sample_tree / "dicom-real", store, "dicom-reference", deid_key_file=key_file, progress=False
+    )
     n_files = len(_all_files(sample_tree / "dicom-real"))
     assert result.seen == n_files
     assert result.published + result.duplicate + result.quarantined == n_files
     assert result.cases_published > 50
-    reasons = [json.loads(line) for line in
-               (result.quarantine_dir / "reasons.jsonl").read_text().splitlines()]
+    reasons = [
+        json.loads(line)
+        for line in (result.quarantine_dir / "reasons.jsonl").read_text().splitlines()
+    ]
     assert len(reasons) == result.quarantined
     assert all(r["reason"] for r in reasons)
     assert verify_store(store) == []
@@ -149,8 +174,18 @@ def test_single_site_ingest_with_key_counts_add_up(sample_tree, key_file, tmp_pa
 def test_kill_9_during_ingest_then_rerun(deid_out, tmp_path):
     store = tmp_path / "store"
     src = deid_out / "ct-covid"
-    cmd = [sys.executable, "-m", "mbc_lib.cli", "ingest", str(src), "--store", str(store),
-           "--dataset", "ct-covid", "-q"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "mbc_lib.cli",
+        "ingest",
+        str(src),
+        "--store",
+        str(store),
+        "--dataset",
+        "ct-covid",
+        "-q",
+    ]
     for delay in (1.0, 1.6, 2.2, 2.8):
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(delay)
@@ -169,10 +204,28 @@ def test_kill_9_during_ingest_then_rerun(deid_out, tmp_path):
 
 def test_bad_input_gives_one_line_errors(tmp_path, deid_out):
     cases = [
-        (["ingest", str(tmp_path / "missing"), "--store", str(tmp_path / "s"), "--dataset",
-          "ct-covid"], "source folder not found"),
-        (["ingest", str(deid_out / "ct-covid"), "--store", str(tmp_path / "s"), "--dataset",
-          "nope"], "unknown dataset"),
+        (
+            [
+                "ingest",
+                str(tmp_path / "missing"),
+                "--store",
+                str(tmp_path / "s"),
+                "--dataset",
+                "ct-covid",
+            ],
+            "source folder not found",
+        ),
+        (
+            [
+                "ingest",
+                str(deid_out / "ct-covid"),
+                "--store",
+                str(tmp_path / "s"),
+                "--dataset",
+                "nope",
+            ],
+            "unknown dataset",
+        ),
         (["verify", str(tmp_path)], "not an mbc store"),
         (["catalog", str(tmp_path / "none")], "store not found"),
     ]

@@ -14,7 +14,11 @@ def test_shipped_manifests():
     assert manifests["fundus-glaucoma"].group == "ophthalmology"
     assert manifests["ct-covid"].group == "radiology"
     assert manifests["ct-covid"].segmentation_classes == {
-        0: "background", 1: "normal lung", 2: "ground-glass opacity", 3: "consolidation"}
+        0: "background",
+        1: "normal lung",
+        2: "ground-glass opacity",
+        3: "consolidation",
+    }
 
 
 def test_label_column_checks():
@@ -29,8 +33,11 @@ def test_label_column_checks():
     [
         ("name: x\n", "'title' is required"),
         ("name: bad\ntitle: t\nmodality: mri\ngroup: g\n", "modality must be one of"),
-        ("name: bad\ntitle: t\nmodality: ct\ngroup: g\nsplit: {train: 0.5, val: 0.1, test: 0.1}\n",
-         "sum"),
+        (
+            "name: bad\ntitle: t\nmodality: ct\ngroup: g\n"
+            "split: {train: 0.5, val: 0.1, test: 0.1}\n",
+            "sum",
+        ),
         ("name: [\n", "not valid YAML"),
     ],
 )

@@ -28,8 +28,12 @@ def clean_ct() -> Dataset:
             elem.value = KEY.uid(str(elem.value))
     ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
     ds.PatientID = ds.PatientName = KEY.pseudonym("CompressedSamples^CT1")
-    for keyword in ("OtherPatientIDsSequence", "PatientBirthDate", "InstitutionName",
-                    "DataSetTrailingPadding"):
+    for keyword in (
+        "OtherPatientIDsSequence",
+        "PatientBirthDate",
+        "InstitutionName",
+        "DataSetTrailingPadding",
+    ):
         if keyword in ds:
             delattr(ds, keyword)
     ds.PatientIdentityRemoved = "YES"
@@ -47,9 +51,14 @@ def test_clean_dicom_passes():
 def test_raw_dicom_is_flagged_on_every_count():
     findings = phi_gate.check_dicom_file(get_testdata_file("CT_small.dcm"))
     text = "\n".join(findings)
-    for expected in ("Patient Identity Removed", "113100", "PatientName is not a pseudonym",
-                     "private attribute", "StudyInstanceUID holds an original",
-                     "OtherPatientIDsSequence should have been removed"):
+    for expected in (
+        "Patient Identity Removed",
+        "113100",
+        "PatientName is not a pseudonym",
+        "private attribute",
+        "StudyInstanceUID holds an original",
+        "OtherPatientIDsSequence should have been removed",
+    ):
         assert expected in text
 
 
@@ -66,7 +75,7 @@ def test_names_and_private_tags_in_sequences_are_found(where):
     target.add_new(0x00091010, "LO", "ACME")
     target.add_new(0x00091001, "LO", "secret")
     findings = phi_gate.check_dicom_dataset(ds)
-    assert any(f.startswith("PerformingPhysicianName") or "person name in Perf" in f for f in findings)
+    assert any("PerformingPhysicianName" in f for f in findings)
     assert any("private attribute" in f for f in findings)
     if where == "nested":
         assert any("depth" in f for f in findings)
@@ -79,8 +88,9 @@ def test_original_uid_in_reference_is_found():
     ref.ReferencedSOPInstanceUID = "1.3.6.1.4.1.5962.1.1.1.1.1.20040119072730.12322"
     ds.ReferencedImageSequence = Sequence([ref])
     findings = phi_gate.check_dicom_dataset(ds)
-    assert findings == ["ReferencedSOPInstanceUID (in a sequence, depth 1) holds an original "
-                        "(not re-derived) UID"]
+    assert findings == [
+        "ReferencedSOPInstanceUID (in a sequence, depth 1) holds an original (not re-derived) UID"
+    ]
 
 
 def _jpeg(**save_kwargs) -> bytes:
@@ -122,7 +132,11 @@ def test_label_table_needs_pseudonyms_and_declared_columns():
 
 def test_mask_needs_rederived_uids():
     buf = io.BytesIO()
-    np.savez(buf, labels=np.zeros((2, 4, 4), np.uint8),
-             sop_instance_uids=np.array(["1.2.3.4", KEY.uid("x")]))
+    np.savez(
+        buf,
+        labels=np.zeros((2, 4, 4), np.uint8),
+        sop_instance_uids=np.array(["1.2.3.4", KEY.uid("x")]),
+    )
     assert phi_gate.check_mask_npz(buf.getvalue()) == [
-        "mask refers to original (not re-derived) SOP Instance UIDs"]
+        "mask refers to original (not re-derived) SOP Instance UIDs"
+    ]

@@ -25,10 +25,18 @@ def ct_case(case_id: str = "ct-00000000000000aa", patient: str = PATIENT) -> Cas
     labels = np.zeros(image.shape, np.uint8)
     labels[5:10, 20:40, 20:40] = 2
     return CaseData(
-        case_id=case_id, kind="ct-volume", image=image, dims=("z", "y", "x"),
-        spacing=(2.5, 0.7, 0.7), unit="millimeter",
-        attrs={"modality": "CT", "patient": patient, "labels": {"diagnosis": "covid19"},
-               "value_units": "HU"},
+        case_id=case_id,
+        kind="ct-volume",
+        image=image,
+        dims=("z", "y", "x"),
+        spacing=(2.5, 0.7, 0.7),
+        unit="millimeter",
+        attrs={
+            "modality": "CT",
+            "patient": patient,
+            "labels": {"diagnosis": "covid19"},
+            "value_units": "HU",
+        },
         origin=[-30.0, -40.0, 100.0],
         direction=[[0.0, 0.0, 1.0], [0.0, 1.0, 0.0], [1.0, 0.0, 0.0]],
         labels=labels,
@@ -90,6 +98,7 @@ def test_publish_is_atomic_when_the_write_fails(tmp_path, monkeypatch):
     root = tmp_path / "store"
     writer = StoreWriter(root, get_manifest("ct-covid"))
     with writer:
+
         def boom(*args, **kwargs):
             raise OSError("disk full")
 
@@ -128,8 +137,11 @@ def test_open_store_errors_are_clear(tmp_path, monkeypatch):
 
 def test_verify_detects_tampering(store):
     assert verify_store(store) == []
-    chunk = next(p for p in (layout.case_path(store, "ct-covid", "ct-00000000000000aa") / "0")
-                 .rglob("*") if p.is_file() and p.name != "zarr.json")
+    chunk = next(
+        p
+        for p in (layout.case_path(store, "ct-covid", "ct-00000000000000aa") / "0").rglob("*")
+        if p.is_file() and p.name != "zarr.json"
+    )
     os.chmod(chunk, 0o644)
     data = bytearray(chunk.read_bytes())
     data[-1] ^= 0xFF

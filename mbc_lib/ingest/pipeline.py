@@ -17,9 +17,9 @@ import pydicom
 from pydicom.dataset import Dataset
 
 from .. import phi_gate
-from ..progress import progress as progress_bar
 from ..errors import MbcError, RefusedError
 from ..manifests import LABEL_DTYPES, Manifest, get_manifest
+from ..progress import progress as progress_bar
 from ..store.catalog import write_catalog
 from ..store.writer import CaseData, StoreWriter
 from . import convert

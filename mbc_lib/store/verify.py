@@ -10,9 +10,9 @@ from typing import Any
 import zarr
 
 from .. import phi_gate
-from ..progress import progress as progress_bar
 from ..errors import MbcError
 from ..manifests import Manifest, parse_manifest
+from ..progress import progress as progress_bar
 from . import layout
 from .catalog import SPLITS, read_catalog
 from .checksum import case_checksum
