@@ -46,7 +46,9 @@ def _cmd_deid(args: argparse.Namespace) -> int:
     from .deid.tree import deid_tree
 
     key = DeidKey.from_file(args.key_file)
-    report = deid_tree(Path(args.src), Path(args.out), key, progress=not args.quiet)
+    report = deid_tree(
+        Path(args.src), Path(args.out), key, progress=not args.quiet, workers=args.workers
+    )
     print(report.summary())
     return 1 if report.refused and args.strict else 0
 
@@ -138,6 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--key-file", required=True, metavar="KEY", help="project secret (see 'mbc keygen')"
     )
     p.add_argument("--strict", action="store_true", help="exit 1 if any file was refused")
+    p.add_argument(
+        "--workers", type=int, metavar="N", help="processes to use (default: one per CPU)"
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_deid)
 

@@ -51,21 +51,31 @@ def build_source(root: Path) -> Path:
     for i in range(3):
         make_ct(ct / "p1" / f"s{i}.dcm", i, refer_to=f"{UID_ROOT}.1.3.{i}" if i else None)
     for i in range(2):
-        make_ct(ct / "p2" / f"s{i}.dcm", i, patient_id=SECOND_PATIENT, study="2",
-                study_date="20190101")
-    _write_csv(ct / "labels.csv", [["patient_id", "diagnosis"], [PATIENT_ID, "covid19"],
-                                   [SECOND_PATIENT, "normal"]])
+        make_ct(
+            ct / "p2" / f"s{i}.dcm", i, patient_id=SECOND_PATIENT, study="2", study_date="20190101"
+        )
+    _write_csv(
+        ct / "labels.csv",
+        [["patient_id", "diagnosis"], [PATIENT_ID, "covid19"], [SECOND_PATIENT, "normal"]],
+    )
     (ct / "masks").mkdir()
-    np.savez(ct / "masks" / "p1.npz", labels=np.arange(3 * 4 * 4, dtype=np.uint8).reshape(3, 4, 4),
-             sop_instance_uids=np.array([f"{UID_ROOT}.1.3.{i + 1}" for i in range(3)]))
+    np.savez(
+        ct / "masks" / "p1.npz",
+        labels=np.arange(3 * 4 * 4, dtype=np.uint8).reshape(3, 4, 4),
+        sop_instance_uids=np.array([f"{UID_ROOT}.1.3.{i + 1}" for i in range(3)]),
+    )
     fundus = src / "fundus-glaucoma"
     fundus.mkdir()
     (fundus / "eye1.jpg").write_bytes(_jpeg_with_metadata())
     (fundus / "eye2.png").write_bytes(_png_with_text())
-    _write_csv(fundus / "labels.csv", [
-        ["path", "eye", "glaucoma", "cdr"], ["eye1.jpg", "L", "1", "0.7"],
-        ["eye2.png", "R", "0", "0.3"],
-    ])
+    _write_csv(
+        fundus / "labels.csv",
+        [
+            ["path", "eye", "glaucoma", "cdr"],
+            ["eye1.jpg", "L", "1", "0.7"],
+            ["eye2.png", "R", "0", "0.3"],
+        ],
+    )
     bad = src / "unsafe"
     ds = pydicom.dcmread(make_ct(bad / "sc.dcm", 7))
     ds.SOPClassUID = SecondaryCaptureImageStorage
@@ -102,14 +112,23 @@ def _status(report) -> dict[str, tuple[str, str | None]]:
 def test_every_file_deidentified_or_refused_with_reason(run):
     _, out, report = run
     status = _status(report)
-    for path in ["ct-covid/p1/s0.dcm", "ct-covid/p2/s1.dcm", "ct-covid/labels.csv",
-                 "ct-covid/masks/p1.npz", "fundus-glaucoma/eye1.jpg", "fundus-glaucoma/eye2.png",
-                 "fundus-glaucoma/labels.csv", "bare.dcm"]:
+    for path in [
+        "ct-covid/p1/s0.dcm",
+        "ct-covid/p2/s1.dcm",
+        "ct-covid/labels.csv",
+        "ct-covid/masks/p1.npz",
+        "fundus-glaucoma/eye1.jpg",
+        "fundus-glaucoma/eye2.png",
+        "fundus-glaucoma/labels.csv",
+        "bare.dcm",
+    ]:
         assert status[path][0] == "deidentified", (path, status[path])
         assert (out / path).is_file()
     expected = {
-        "unsafe/sc.dcm": "secondary capture", "unsafe/burned.dcm": "burned-in annotation",
-        "unsafe/report.dcm": "structured or encapsulated content", "unsafe/DICOMDIR": "DICOMDIR",
+        "unsafe/sc.dcm": "secondary capture",
+        "unsafe/burned.dcm": "burned-in annotation",
+        "unsafe/report.dcm": "structured or encapsulated content",
+        "unsafe/DICOMDIR": "DICOMDIR",
         "unsafe/notes.txt": "unsupported file type",
         "unsafe/garbage.dcm": ("not readable", "incomplete"),
         "unsafe/not-dicom.bin": "unsupported file type",
@@ -139,8 +158,12 @@ def test_report_files(run):
     assert data["totals"]["files"] == 18
     assert data["totals"]["deidentified"] + data["totals"]["refused"] == 18
     assert data["profile"]["table_edition"].startswith("dicomfields_")
-    assert [c["value"] for c in data["profile"]["codes"]] == ["113100", "113107", "113108",
-                                                              "113105"]
+    assert [c["value"] for c in data["profile"]["codes"]] == [
+        "113100",
+        "113107",
+        "113108",
+        "113105",
+    ]
     entry = next(f for f in data["files"] if f["path"] == "ct-covid/p1/s0.dcm")
     assert entry["kind"] == "dicom" and entry["output"] == "ct-covid/p1/s0.dcm"
     assert entry["actions"]["private_removed"] > 0 and entry["actions"]["uids_remapped"] > 0
@@ -162,8 +185,7 @@ def test_label_table_and_mask_follow_the_dicom(run):
     with np.load(out / "ct-covid/masks/p1.npz", allow_pickle=False) as mask:
         uids = list(mask["sop_instance_uids"])
         assert mask["labels"].tolist() == np.arange(48).reshape(3, 4, 4).tolist()
-    assert uids == [pydicom.dcmread(out / f"ct-covid/p1/s{i}.dcm").SOPInstanceUID
-                    for i in range(3)]
+    assert uids == [pydicom.dcmread(out / f"ct-covid/p1/s{i}.dcm").SOPInstanceUID for i in range(3)]
     later = pydicom.dcmread(out / "ct-covid/p1/s1.dcm")
     assert later.ReferencedImageSequence[0].ReferencedSOPInstanceUID == first.SOPInstanceUID
     fundus = (out / "fundus-glaucoma/labels.csv").read_text().splitlines()
@@ -192,20 +214,28 @@ def test_same_key_same_bytes_other_key_unlinkable(run, tmp_path):
     b = pydicom.dcmread(other / "ct-covid/p1/s0.dcm")
     assert a.PatientID != b.PatientID
     assert {a.SOPInstanceUID, a.StudyInstanceUID, a.FrameOfReferenceUID}.isdisjoint(
-        {b.SOPInstanceUID, b.StudyInstanceUID, b.FrameOfReferenceUID})
+        {b.SOPInstanceUID, b.StudyInstanceUID, b.FrameOfReferenceUID}
+    )
     assert a.StudyDate != b.StudyDate
     assert (other / "ct-covid/labels.csv").read_text() != (out / "ct-covid/labels.csv").read_text()
 
 
 def test_unknown_label_column_and_bad_values_refused(tmp_path):
     src = tmp_path / "src"
-    _write_csv(src / "ct-covid" / "labels.csv",
-               [["patient_id", "diagnosis", "notes"], [PATIENT_ID, "covid19", "Quixote"]])
-    _write_csv(src / "fundus-glaucoma" / "labels.csv",
-               [["path", "eye", "glaucoma", "cdr"], ["a.jpg", "X", "1", "0.5"]])
+    _write_csv(
+        src / "ct-covid" / "labels.csv",
+        [["patient_id", "diagnosis", "notes"], [PATIENT_ID, "covid19", "Quixote"]],
+    )
+    _write_csv(
+        src / "fundus-glaucoma" / "labels.csv",
+        [["path", "eye", "glaucoma", "cdr"], ["a.jpg", "X", "1", "0.5"]],
+    )
     (src / "ct-covid" / "masks").mkdir()
-    np.savez(src / "ct-covid" / "masks" / "m.npz", labels=np.zeros(3, np.uint8),
-             comment=np.array(["Quixote"]))
+    np.savez(
+        src / "ct-covid" / "masks" / "m.npz",
+        labels=np.zeros(3, np.uint8),
+        comment=np.array(["Quixote"]),
+    )
     np.savez(src / "ct-covid" / "loose.npz", labels=np.zeros(3, np.uint8))
     report = deid_tree(src, tmp_path / "out", KEY, progress=False)
     status = _status(report)
@@ -279,8 +309,19 @@ def test_cli_bad_key_is_one_line(tmp_path, key_text):
     if key_text is not None:
         _key_file(key, key_text)
     result = subprocess.run(
-        [sys.executable, "-m", "mbc_lib.cli", "deid", str(src), str(tmp_path / "out"),
-         "--key-file", str(key)], capture_output=True, text=True, check=False,
+        [
+            sys.executable,
+            "-m",
+            "mbc_lib.cli",
+            "deid",
+            str(src),
+            str(tmp_path / "out"),
+            "--key-file",
+            str(key),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert result.returncode != 0
     lines = result.stderr.strip().splitlines()
@@ -297,3 +338,14 @@ def test_label_table_refused_without_manifests(tmp_path, monkeypatch):
     status = _status(report)
     assert status["ct-covid/a.dcm"][0] == "deidentified"
     assert status["ct-covid/labels.csv"][1].startswith("no dataset manifests")
+
+
+def test_worker_pool_gives_the_same_output_as_one_process(sample_tree, key, tmp_path):
+    one = deid_tree(sample_tree / "ct-covid", tmp_path / "one", key, progress=False, workers=1)
+    two = deid_tree(sample_tree / "ct-covid", tmp_path / "two", key, progress=False, workers=2)
+    assert len(one.files) >= 64  # large enough for the pool to be used
+    assert [(f.path, f.status) for f in one.files] == [(f.path, f.status) for f in two.files]
+    for f in one.deidentified:
+        assert (tmp_path / "one" / f.output).read_bytes() == (
+            tmp_path / "two" / f.output
+        ).read_bytes()
