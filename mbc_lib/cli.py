@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import warnings
 from collections.abc import Callable, Sequence
@@ -99,6 +100,12 @@ def _cmd_catalog(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(Path(args.workdir), args.bind, args.spawner)
+
+
 def _pandas_wide():
     import pandas as pd
 
@@ -171,6 +178,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", metavar="NAME")
     p.add_argument("--format", choices=("table", "csv", "json"), default="table")
     p.set_defaults(func=_cmd_catalog)
+
+    p = sub.add_parser(
+        "demo",
+        help="sample store, then the hub on 127.0.0.1:8000 with demo logins (what make demo runs)",
+    )
+    p.add_argument(
+        "--workdir",
+        default="work-demo",
+        metavar="DIR",
+        help="sample store and hub data (work-demo)",
+    )
+    p.add_argument(
+        "--bind", default="127.0.0.1:8000", metavar="HOST:PORT", help="loopback address to serve"
+    )
+    p.add_argument(
+        "--spawner",
+        choices=("local", "docker", "swarm"),
+        default=os.environ.get("MBC_SPAWNER", "local"),
+        help="local processes (default, or $MBC_SPAWNER) or containers",
+    )
+    p.set_defaults(func=_cmd_demo)
     return parser
 
 

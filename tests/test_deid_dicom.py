@@ -29,10 +29,30 @@ UID_ROOT = "1.2.826.0.1.3680043.10.4711"
 PATIENT_ID = "MRN-4711-0815"
 #: Every string below is injected somewhere and must not survive in any output byte.
 PHI = [
-    "Quixote", "Zebulon", "Ignatius", "Sancho", "Panza", "Kildare", "Gillespie",
-    "Rocinante", "4711-0815", "19610412", "1961-04-12", "12.04.1961", "Wallaby",
-    "5550 1234", "OTHERID-998877", "ACC-55501", "Elsewhere", "CTSTATION-7",
-    "SN-ELSE-9", "STUDYID-777", UID_ROOT, "20210314", "ACME PRIVATE", "Barataria",
+    "Quixote",
+    "Zebulon",
+    "Ignatius",
+    "Sancho",
+    "Panza",
+    "Kildare",
+    "Gillespie",
+    "Rocinante",
+    "4711-0815",
+    "19610412",
+    "1961-04-12",
+    "12.04.1961",
+    "Wallaby",
+    "5550 1234",
+    "OTHERID-998877",
+    "ACC-55501",
+    "Elsewhere",
+    "CTSTATION-7",
+    "SN-ELSE-9",
+    "STUDYID-777",
+    UID_ROOT,
+    "20210314",
+    "ACME PRIVATE",
+    "Barataria",
     "Toboso",
 ]
 
@@ -105,22 +125,34 @@ def make_ct(
     ds.SliceThickness = 1.0
     # depth 2: a walked sequence whose items hold a sequence with PN, dates, UIDs, text
     deep = _item(
-        PersonName="Panza^Sancho", Date=study_date, CodeValue="T-D3000",
-        CodingSchemeDesignator="SRT", ReferencedSOPInstanceUID=ds.SOPInstanceUID,
+        PersonName="Panza^Sancho",
+        Date=study_date,
+        CodeValue="T-D3000",
+        CodingSchemeDesignator="SRT",
+        ReferencedSOPInstanceUID=ds.SOPInstanceUID,
         RequestedProcedureDescription="requested by Dr Kildare for Quixote",
     )
     _private(deep, 0x0011, "deep private Quixote")
-    region = _item(CodeValue="T-D3000", CodingSchemeDesignator="SRT", CodeMeaning="Chest",
-                   AnatomicRegionModifierSequence=[deep])
+    region = _item(
+        CodeValue="T-D3000",
+        CodingSchemeDesignator="SRT",
+        CodeMeaning="Chest",
+        AnatomicRegionModifierSequence=[deep],
+    )
     ds.AnatomicRegionSequence = [region]
-    ds.RequestAttributesSequence = [_item(
-        RequestedProcedureDescription="CT for Zebulon Quixote",
-        ScheduledProcedureStepDescription="Sancho Panza 1961-04-12",
-    )]
+    ds.RequestAttributesSequence = [
+        _item(
+            RequestedProcedureDescription="CT for Zebulon Quixote",
+            ScheduledProcedureStepDescription="Sancho Panza 1961-04-12",
+        )
+    ]
     if refer_to:
-        ds.ReferencedImageSequence = [_item(
-            ReferencedSOPClassUID=CTImageStorage, ReferencedSOPInstanceUID=refer_to,
-        )]
+        ds.ReferencedImageSequence = [
+            _item(
+                ReferencedSOPClassUID=CTImageStorage,
+                ReferencedSOPInstanceUID=refer_to,
+            )
+        ]
     _private(ds, 0x0009, "Quixote private note")
     ds.Rows = ds.Columns = size
     ds.SamplesPerPixel = 1
@@ -167,7 +199,8 @@ def test_no_phi_in_any_byte_and_method_recorded(ct_pair, tmp_path):
     codes = [item.CodeValue for item in ds.DeidentificationMethodCodeSequence]
     assert codes == ["113100", "113107", "113108", "113105"]
     assert {item.CodingSchemeDesignator for item in ds.DeidentificationMethodCodeSequence} == {
-        "DCM"}
+        "DCM"
+    }
     assert ds.LongitudinalTemporalInformationModified == "MODIFIED"
     assert PSEUDONYM_RE.match(ds.PatientID)
     assert ds.PatientID == str(ds.PatientName) == KEY.pseudonym(PATIENT_ID)
@@ -235,10 +268,12 @@ def test_same_key_same_bytes_other_key_unlinkable(ct_pair, tmp_path):
 
 
 def test_intervals_between_studies_preserved(tmp_path):
-    first = _deid(make_ct(tmp_path / "s1.dcm", study="1", study_date="20210314"),
-                  tmp_path / "o1.dcm")
-    second = _deid(make_ct(tmp_path / "s2.dcm", study="2", study_date="20230101"),
-                   tmp_path / "o2.dcm")
+    first = _deid(
+        make_ct(tmp_path / "s1.dcm", study="1", study_date="20210314"), tmp_path / "o1.dcm"
+    )
+    second = _deid(
+        make_ct(tmp_path / "s2.dcm", study="2", study_date="20230101"), tmp_path / "o2.dcm"
+    )
 
     def day(text: str) -> dt.date:
         return dt.datetime.strptime(text, "%Y%m%d").date()

@@ -46,9 +46,15 @@ def _exif() -> bytes:
 
 def _jpeg_with_metadata(progressive: bool = False) -> bytes:
     buffer = io.BytesIO()
-    _image().save(buffer, "JPEG", quality=90, exif=_exif(), progressive=progressive,
-                  icc_profile=b"ICC profile of camera SN-CAM-4711 at Toboso".ljust(132, b"\0"),
-                  comment=b"patient Quixote Zebulon")
+    _image().save(
+        buffer,
+        "JPEG",
+        quality=90,
+        exif=_exif(),
+        progressive=progressive,
+        icc_profile=b"ICC profile of camera SN-CAM-4711 at Toboso".ljust(132, b"\0"),
+        comment=b"patient Quixote Zebulon",
+    )
     data = buffer.getvalue()
     xmp = _segment(0xE1, b"http://ns.adobe.com/xap/1.0/\0<x:xmpmeta>Quixote</x:xmpmeta>")
     iptc = _segment(0xED, b"Photoshop 3.0\08BIM\x04\x04\0\0\0\0\0\x0cZebulon Town")
@@ -80,8 +86,9 @@ def test_jpeg_metadata_removed_pixels_identical():
 def test_progressive_jpeg_comment_between_scans_removed():
     original = _jpeg_with_metadata(progressive=True)
     second_sos = original.index(b"\xff\xda", original.index(b"\xff\xda") + 2)
-    tampered = (original[:second_sos] + _segment(0xFE, b"between scans: Quixote")
-                + original[second_sos:])
+    tampered = (
+        original[:second_sos] + _segment(0xFE, b"between scans: Quixote") + original[second_sos:]
+    )
     stripped = strip_jpeg(tampered)
     _assert_clean(stripped)
     assert stripped.count(b"\xff\xda") == original.count(b"\xff\xda")
@@ -105,8 +112,14 @@ def test_png_chunks_removed_pixels_identical():
     info.add_text("Comment", "Toboso clinic", zip=True)
     info.add_itxt("Description", "Rocinante", lang="en", tkey="Beschreibung")
     buffer = io.BytesIO()
-    _image("RGBA").save(buffer, "PNG", pnginfo=info, exif=_exif(),
-                        icc_profile=b"camera SN-CAM-4711".ljust(128, b"\0"), dpi=(300, 300))
+    _image("RGBA").save(
+        buffer,
+        "PNG",
+        pnginfo=info,
+        exif=_exif(),
+        icc_profile=b"camera SN-CAM-4711".ljust(128, b"\0"),
+        dpi=(300, 300),
+    )
     data = buffer.getvalue()
     time_chunk = b"tIME" + struct.pack(">HBBBBB", 2021, 3, 14, 10, 15, 0)
     chunk = struct.pack(">I", 7) + time_chunk + struct.pack(">I", zlib.crc32(time_chunk))

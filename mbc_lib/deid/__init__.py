@@ -8,8 +8,21 @@ from .tables import TableRefused, deid_labels, deid_mask
 from .tree import deid_tree
 
 __all__ = [
-    "REPORT_JSON", "REPORT_TEXT", "ActionCounts", "DeidKey", "DeidReport", "DicomRefused",
-    "FileResult", "MalformedImageError", "TableRefused", "deid_dicom_file", "deid_labels",
-    "deid_mask", "deid_tree", "deidentify_dataset", "refusal_reason", "strip_jpeg",
+    "REPORT_JSON",
+    "REPORT_TEXT",
+    "ActionCounts",
+    "DeidKey",
+    "DeidReport",
+    "DicomRefused",
+    "FileResult",
+    "MalformedImageError",
+    "TableRefused",
+    "deid_dicom_file",
+    "deid_labels",
+    "deid_mask",
+    "deid_tree",
+    "deidentify_dataset",
+    "refusal_reason",
+    "strip_jpeg",
     "strip_png",
 ]

@@ -73,13 +73,26 @@ _SECONDARY_CAPTURE = frozenset(
     uid for uid, info in UID_dictionary.items() if "Secondary Capture" in info[0]
 )
 _STRUCTURED = frozenset(
-    uid for uid, info in UID_dictionary.items()
+    uid
+    for uid, info in UID_dictionary.items()
     if info[1] == "SOP Class"
     and any(w in info[0] for w in ("SR Storage", "Encapsulated", "Key Object Selection"))
 )
 _DUMMIES: dict[str, object] = {
-    "DA": "19000101", "TM": "000000", "DT": "19000101000000", "DS": "0", "IS": "0",
-    "AS": "000D", "US": 0, "SS": 0, "UL": 0, "SL": 0, "UV": 0, "SV": 0, "FL": 0.0, "FD": 0.0,
+    "DA": "19000101",
+    "TM": "000000",
+    "DT": "19000101000000",
+    "DS": "0",
+    "IS": "0",
+    "AS": "000D",
+    "US": 0,
+    "SS": 0,
+    "UL": 0,
+    "SL": 0,
+    "UV": 0,
+    "SV": 0,
+    "FL": 0.0,
+    "FD": 0.0,
 }
 _SYNTAX_BY_ENCODING = {
     (True, True): ImplicitVRLittleEndian,
@@ -129,8 +142,16 @@ def _identity_tokens(
             tokens.update(_TOKEN_SPLIT.split(value))
             if tag == birth_date_tag and len(value) == 8 and value.isdigit():
                 y, m, d = value[:4], value[4:6], value[6:]
-                tokens.update({f"{y}-{m}-{d}", f"{d}.{m}.{y}", f"{d}/{m}/{y}", f"{m}/{d}/{y}",
-                               f"{y}/{m}/{d}", f"{y}.{m}.{d}"})
+                tokens.update(
+                    {
+                        f"{y}-{m}-{d}",
+                        f"{d}.{m}.{y}",
+                        f"{d}/{m}/{y}",
+                        f"{m}/{d}/{y}",
+                        f"{y}/{m}/{d}",
+                        f"{y}.{m}.{d}",
+                    }
+                )
     usable = {t for t in tokens if len(t) >= 2 and any(c.isalnum() for c in t)}
     return tuple(sorted(usable, key=lambda t: (-len(t), t.lower())))
 
@@ -229,7 +250,7 @@ def shift_dt(value: str, days: int) -> str | None:
         return single
     for i, char in enumerate(value):
         if char == "-":
-            left, right = value[:i], value[i + 1:]
+            left, right = value[:i], value[i + 1 :]
             a = _shift_dt_single(left, days) if left else ""
             b = _shift_dt_single(right, days) if right else ""
             if a is not None and b is not None and (left or right):
@@ -266,8 +287,10 @@ def refusal_reason(ds: Dataset) -> str | None:
     if conversion in RISKY_CONVERSION_TYPES:
         return f"secondary capture: conversion type {conversion} may carry burned-in identity"
     if sop_class in _STRUCTURED or _CONTENT_SEQ in ds._dict or _ENCAPSULATED in ds._dict:
-        return ("structured or encapsulated content: needs Clean Structured Content, "
-                "which is not applied")
+        return (
+            "structured or encapsulated content: needs Clean Structured Content, "
+            "which is not applied"
+        )
     return None
 
 
@@ -481,18 +504,30 @@ def _record_method(ds: Dataset, pseudonym: str, profile: Profile, make: _Element
         (_PATIENT_ID, "LO", pseudonym),
         (_PATIENT_NAME, "PN", pseudonym),
         (_IDENTITY_REMOVED, "CS", "YES"),
-        (_METHOD, "LO", ["mbc deid", f"PS3.15 E.1-1 Basic Profile ({profile.edition})",
-                         "Retain Longitudinal Modified Dates", "Retain Patient Characteristics",
-                         "Clean Descriptors"]),
+        (
+            _METHOD,
+            "LO",
+            [
+                "mbc deid",
+                f"PS3.15 E.1-1 Basic Profile ({profile.edition})",
+                "Retain Longitudinal Modified Dates",
+                "Retain Patient Characteristics",
+                "Clean Descriptors",
+            ],
+        ),
         (_TEMPORAL_MODIFIED, "CS", "MODIFIED"),
     ):
         d[tag] = make.text(tag, vr, value)
     sequence = make.method_sequence()
     if sequence is None:
         ds.DeidentificationMethodCodeSequence = [
-            Dataset.from_json({"00080100": {"vr": "SH", "Value": [v]},
-                               "00080102": {"vr": "SH", "Value": ["DCM"]},
-                               "00080104": {"vr": "LO", "Value": [m]}})
+            Dataset.from_json(
+                {
+                    "00080100": {"vr": "SH", "Value": [v]},
+                    "00080102": {"vr": "SH", "Value": ["DCM"]},
+                    "00080104": {"vr": "LO", "Value": [m]},
+                }
+            )
             for v, m in METHOD_CODES
         ]
     else:
@@ -582,12 +617,22 @@ def deid_dicom_file(src: Path, dst: Path, key: DeidKey, *, force: bool = False) 
         counts = deid_dicom_dataset(ds, Path(dst), key)
     except DicomRefused as exc:
         return FileResult.refused(str(src), "dicom", str(exc))
-    return FileResult(path=str(src), kind="dicom", status="deidentified", output=str(dst),
-                      actions=counts)
+    return FileResult(
+        path=str(src), kind="dicom", status="deidentified", output=str(dst), actions=counts
+    )
 
 
 __all__ = [
-    "RISKY_CONVERSION_TYPES", "DicomRefused", "clean_text", "deid_dicom_dataset",
-    "deid_dicom_file", "deidentify_dataset", "identity_tokens", "read_dicom",
-    "refusal_reason", "shift_da", "shift_dt", "write_dicom",
+    "RISKY_CONVERSION_TYPES",
+    "DicomRefused",
+    "clean_text",
+    "deid_dicom_dataset",
+    "deid_dicom_file",
+    "deidentify_dataset",
+    "identity_tokens",
+    "read_dicom",
+    "refusal_reason",
+    "shift_da",
+    "shift_dt",
+    "write_dicom",
 ]

@@ -28,8 +28,19 @@ _KEEP_MARKERS = frozenset(
 )
 _STANDALONE = frozenset({0x01, *range(0xD0, 0xD8)})
 _PNG_KEEP = frozenset(
-    {b"IHDR", b"PLTE", b"IDAT", b"IEND", b"tRNS", b"gAMA", b"cHRM", b"sRGB", b"sBIT",
-     b"bKGD", b"pHYs"}
+    {
+        b"IHDR",
+        b"PLTE",
+        b"IDAT",
+        b"IEND",
+        b"tRNS",
+        b"gAMA",
+        b"cHRM",
+        b"sRGB",
+        b"sBIT",
+        b"bKGD",
+        b"pHYs",
+    }
 )
 
 
@@ -90,18 +101,18 @@ def strip_jpeg(data: bytes) -> bytes:
             out.append(b"\xff\xd9")
             return b"".join(out)
         if marker in _STANDALONE:
-            out.append(data[pos:pos + 2])
+            out.append(data[pos : pos + 2])
             pos += 2
             continue
         if marker == _SOI:
             raise MalformedImageError("JPEG: unexpected second SOI marker")
         if pos + 4 > n:
             raise MalformedImageError("JPEG: truncated segment header")
-        length = struct.unpack(">H", data[pos + 2:pos + 4])[0]
+        length = struct.unpack(">H", data[pos + 2 : pos + 4])[0]
         end = pos + 2 + length
         if length < 2 or end > n:
             raise MalformedImageError(f"JPEG: truncated segment (marker 0x{marker:02X})")
-        payload = data[pos + 4:end]
+        payload = data[pos + 4 : end]
         if marker == _SOS:
             scans += 1
             stop = _scan_end(data, end)
@@ -131,12 +142,12 @@ def strip_png(data: bytes) -> bytes:
     while True:
         if pos + 8 > n:
             raise MalformedImageError("PNG: truncated chunk header (no IEND)")
-        length, ctype = struct.unpack(">I4s", data[pos:pos + 8])
+        length, ctype = struct.unpack(">I4s", data[pos : pos + 8])
         end = pos + 12 + length
         if length > 0x7FFFFFFF or end > n:
             raise MalformedImageError(f"PNG: truncated chunk {ctype!r}")
-        body = data[pos + 8:end - 4]
-        (crc,) = struct.unpack(">I", data[end - 4:end])
+        body = data[pos + 8 : end - 4]
+        (crc,) = struct.unpack(">I", data[end - 4 : end])
         if zlib.crc32(ctype + body) != crc:
             raise MalformedImageError(f"PNG: CRC error in chunk {ctype!r}")
         if first and ctype != b"IHDR":

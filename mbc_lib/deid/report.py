@@ -61,8 +61,12 @@ class FileResult:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "path": self.path, "kind": self.kind, "status": self.status,
-            "reason": self.reason, "output": self.output, "actions": self.actions.as_dict(),
+            "path": self.path,
+            "kind": self.kind,
+            "status": self.status,
+            "reason": self.reason,
+            "output": self.output,
+            "actions": self.actions.as_dict(),
         }
 
 
@@ -160,6 +164,15 @@ class DeidReport:
 
 
 __all__ = [
-    "DEIDENTIFIED", "KINDS", "REFUSED", "REPORT_JSON", "REPORT_TEXT", "ActionCounts",
-    "DeidReport", "FileResult", "describe_error", "one_line", "reason_group",
+    "DEIDENTIFIED",
+    "KINDS",
+    "REFUSED",
+    "REPORT_JSON",
+    "REPORT_TEXT",
+    "ActionCounts",
+    "DeidReport",
+    "FileResult",
+    "describe_error",
+    "one_line",
+    "reason_group",
 ]

@@ -45,8 +45,10 @@ def dataset_manifest(path: Path, root: Path, manifests: dict[str, Manifest]) -> 
 
 
 def is_label_table(path: Path, manifest: Manifest | None) -> bool:
-    return manifest is not None and manifest.label_file is not None and (
-        path.name == manifest.label_file
+    return (
+        manifest is not None
+        and manifest.label_file is not None
+        and (path.name == manifest.label_file)
     )
 
 
@@ -65,8 +67,11 @@ def deid_labels(data: bytes, manifest: Manifest, key: DeidKey) -> bytes:
         raise TableRefused("label table has no header row")
     header = [h.strip() for h in rows[0]]
     for name in header:
-        if not (name in ("patient_id", "path") or name.endswith("_uid")
-                or name in manifest.label_columns):
+        if not (
+            name in ("patient_id", "path")
+            or name.endswith("_uid")
+            or name in manifest.label_columns
+        ):
             raise TableRefused(
                 f"column {name!r} is not declared in dataset manifest {manifest.name!r} "
                 "(free text could carry PHI)"
@@ -79,8 +84,12 @@ def deid_labels(data: bytes, manifest: Manifest, key: DeidKey) -> bytes:
             continue
         if len(row) != len(header):
             raise TableRefused(f"row {number} has {len(row)} cells, header has {len(header)}")
-        writer.writerow([_cell(name, cell, number, manifest, key)
-                         for name, cell in zip(header, row, strict=True)])
+        writer.writerow(
+            [
+                _cell(name, cell, number, manifest, key)
+                for name, cell in zip(header, row, strict=True)
+            ]
+        )
     return out.getvalue().encode("utf-8")
 
 
@@ -143,6 +152,13 @@ def _write_npz(arrays: dict[str, np.ndarray]) -> bytes:
 
 
 __all__ = [
-    "MASK_ARRAYS", "MASK_FOLDER", "TableRefused", "dataset_manifest", "deid_labels",
-    "deid_mask", "is_label_table", "is_mask", "map_uid",
+    "MASK_ARRAYS",
+    "MASK_FOLDER",
+    "TableRefused",
+    "dataset_manifest",
+    "deid_labels",
+    "deid_mask",
+    "is_label_table",
+    "is_mask",
+    "map_uid",
 ]

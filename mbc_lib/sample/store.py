@@ -40,8 +40,7 @@ def build_sample_store(
     if workdir.exists() and any(workdir.iterdir()):
         raise MbcError(f"{workdir} holds an unfinished sample store; remove it and retry")
     workdir.mkdir(parents=True, exist_ok=True)
-    write_sample_tree(workdir / "input", seed=seed, n_fundus=n_fundus, n_ct=n_ct,
-                      ct_size=ct_size)
+    write_sample_tree(workdir / "input", seed=seed, n_fundus=n_fundus, n_ct=n_ct, ct_size=ct_size)
     key = DeidKey.from_file(generate_key_file(workdir / "project.key"))
     deid_tree(workdir / "input", workdir / "deid", key, progress=progress)
     for folder, dataset in SAMPLE_DATASETS.items():

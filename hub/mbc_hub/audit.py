@@ -1,0 +1,80 @@
+"""The audit log: one JSON object per line for each login, spawn, stop and refusal.
+
+Lines hold the time (UTC, ISO 8601), the event, the user and details. Secrets never reach the
+file: any detail whose key names a password, token, secret or auth state is dropped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import threading
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+EVENTS = ("login", "spawn", "stop", "refusal")
+_SECRET_KEY = re.compile(r"pass(word)?|token|secret|auth_state|cookie|api_key", re.IGNORECASE)
+
+
+def scrub(value: Any) -> Any:
+    """``value`` with every mapping entry whose key looks secret removed, recursively."""
+    if isinstance(value, Mapping):
+        return {str(k): scrub(v) for k, v in value.items() if not _SECRET_KEY.search(str(k))}
+    if isinstance(value, list | tuple | set | frozenset):
+        items = sorted(value) if isinstance(value, set | frozenset) else value
+        return [scrub(v) for v in items]
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    return str(value)
+
+
+class AuditLog:
+    """Appends audit events to a JSON-lines file; safe to share between threads."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+
+    def record(self, event: str, user: str | None, **details: Any) -> dict[str, Any]:
+        """Append one event and return the line written (as a dict)."""
+        if event not in EVENTS:
+            raise ValueError(f"unknown audit event {event!r} (one of {EVENTS})")
+        line = {
+            "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
+            "event": event,
+            "user": user,
+            **scrub(details),
+        }
+        text = json.dumps(line, sort_keys=False, separators=(",", ":")) + "\n"
+        with self._lock:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+            try:
+                os.write(fd, text.encode())
+            finally:
+                os.close(fd)
+        return line
+
+
+_logs: dict[Path, AuditLog] = {}
+_logs_lock = threading.Lock()
+
+
+def audit_log(path: str | os.PathLike[str]) -> AuditLog:
+    """The process-wide :class:`AuditLog` for ``path`` (one lock per file)."""
+    key = Path(path).absolute()
+    with _logs_lock:
+        if key not in _logs:
+            _logs[key] = AuditLog(key)
+        return _logs[key]
+
+
+def read_audit(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """All events in an audit file (empty if there is none yet)."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

@@ -1,0 +1,167 @@
+"""``mbc demo``: the sample store, the hub on a loopback address, its URL and the demo logins.
+
+Demo only: the logins are generated once into ``WORKDIR/hub/demo-users.yaml`` (mode 0600) and
+the hub refuses the demo login on any address but loopback.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from urllib.parse import urlparse
+
+import yaml
+
+from .errors import MbcError
+
+#: demo user -> groups (mbc-admins: hub admin)
+DEMO_USERS: dict[str, list[str]] = {
+    "alice": ["ophthalmology"],
+    "bob": ["radiology"],
+    "carol": ["ophthalmology", "radiology", "mbc-admins"],
+}
+DEMO_ROLES = {"alice": "researcher", "bob": "researcher", "carol": "instructor, hub admin"}
+PROXY_BIN = Path(".cache/npm/node_modules/.bin/configurable-http-proxy")
+
+
+def project_dir() -> Path:
+    """The checkout that holds ``hub/`` next to ``mbc_lib/``."""
+    root = Path(__file__).resolve().parents[1]
+    if not (root / "hub" / "jupyterhub_config.py").is_file():
+        raise MbcError(f"mbc demo runs from a checkout of the mbc repository (no hub/ in {root})")
+    return root
+
+
+def demo_logins(path: Path) -> dict[str, dict]:
+    """The demo users file: written once with fresh passwords, then reused."""
+    if path.exists():
+        data = yaml.safe_load(path.read_text()) or {}
+        users = data.get("users") if isinstance(data, dict) else None
+        if isinstance(users, dict) and users:
+            return users
+        raise MbcError(f"{path} holds no demo users; remove it and run mbc demo again")
+    users = {
+        name: {"password": secrets.token_urlsafe(9), "groups": groups, "admin": False}
+        for name, groups in DEMO_USERS.items()
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write("# mbc demo logins: DEMO ONLY (the hub accepts them on loopback only)\n")
+        yaml.safe_dump({"users": users}, out, sort_keys=False)
+    return users
+
+
+def find_proxy(root: Path) -> str:
+    local = root / PROXY_BIN
+    if local.exists():
+        return str(local)
+    found = shutil.which("configurable-http-proxy")
+    if found:
+        return found
+    raise MbcError("configurable-http-proxy is not installed: run `make proxy` (or `make demo`)")
+
+
+def bind_url(bind: str) -> str:
+    url = bind if "://" in bind else f"http://{bind}"
+    parsed = urlparse(url)
+    if not parsed.hostname or not parsed.port:
+        raise MbcError(f"--bind needs HOST:PORT, got {bind!r}")
+    return url.rstrip("/")
+
+
+def check_port_free(url: str) -> None:
+    parsed = urlparse(url)
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((parsed.hostname, parsed.port))
+        except OSError:
+            raise MbcError(
+                f"{parsed.hostname}:{parsed.port} is in use (a hub already running?); "
+                "stop it or pass --bind HOST:PORT"
+            ) from None
+
+
+def wait_until_up(url: str, proc: subprocess.Popen, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise MbcError(f"the hub exited (code {proc.returncode}) before it answered; see above")
+        try:
+            with urllib.request.urlopen(f"{url}/hub/health", timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.5)
+    raise MbcError(f"the hub did not answer at {url} within {timeout:.0f} s")
+
+
+def banner(url: str, users: dict[str, dict], store: Path, data_dir: Path) -> str:
+    lines = [
+        "",
+        f"mbc demo hub: {url}",
+        "  log in as (demo only)",
+    ]
+    for name, spec in users.items():
+        role = DEMO_ROLES.get(name, "researcher")
+        groups = ", ".join(spec.get("groups") or [])
+        lines.append(f"    {name:<8} password {spec['password']:<14} {role}; groups {groups}")
+    lines += [
+        f"  store (read-only to researchers): {store}",
+        f"  audit log: {data_dir / 'audit.jsonl'}",
+        "  Ctrl-C stops the hub.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def run_demo(workdir: Path, bind: str, spawner: str) -> int:
+    """Build (or reuse) the sample store, start the hub in the foreground, print how to log in."""
+    from .sample.store import build_sample_store
+
+    root = project_dir()
+    url = bind_url(bind)
+    check_port_free(url)
+    find_proxy(root)
+    workdir = Path(workdir).absolute()
+    print(f"sample store in {workdir} (built once, then reused) ...", flush=True)
+    store = build_sample_store(workdir, progress=True)
+    data_dir = workdir / "hub"
+    users_file = data_dir / "demo-users.yaml"
+    users = demo_logins(users_file)
+    env = {
+        **os.environ,
+        "MBC_SPAWNER": spawner,
+        "MBC_AUTH": "demo",
+        "MBC_HUB_BIND": url,
+        "MBC_HUB_DATA_DIR": str(data_dir),
+        "MBC_STORE_HOST_PATH": str(store),
+        "MBC_DEMO_USERS_FILE": str(users_file),
+    }
+    command = [sys.executable, "-m", "jupyterhub", "-f", str(root / "hub" / "jupyterhub_config.py")]
+    proc = subprocess.Popen(command, cwd=root, env=env)
+    try:
+        wait_until_up(url, proc)
+        print(banner(url, users, store, data_dir), flush=True)
+        return proc.wait()
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()

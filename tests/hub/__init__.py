@@ -1,0 +1,1 @@
+"""Hub tests: configuration, policy and the real hub on loopback."""

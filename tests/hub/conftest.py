@@ -1,0 +1,75 @@
+"""Hub tests: ``hub/`` on sys.path, a small sample store, and a real demo hub shared per session."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "hub"))
+
+from .hub_helpers import HubProcess, write_users  # noqa: E402
+
+DEMO_USERS = {
+    "alice": {"password": "alice-demo-pw", "groups": ["ophthalmology"]},
+    "bob": {"password": "bob-demo-pw", "groups": ["radiology"]},
+    "carol": {"password": "carol-demo-pw", "groups": ["ophthalmology", "radiology", "mbc-admins"]},
+}
+
+
+@pytest.fixture(scope="session")
+def hub_store(tmp_path_factory) -> Path:
+    """A small sample store: fundus-glaucoma (ophthalmology) and ct-covid (radiology)."""
+    from mbc_lib.sample.store import build_sample_store
+
+    return build_sample_store(
+        tmp_path_factory.mktemp("hubstore") / "sample",
+        n_fundus=6,
+        n_ct=2,
+        ct_size=32,
+        include_real_dicom=False,
+    )
+
+
+@pytest.fixture(scope="session")
+def notebooks_dir(tmp_path_factory) -> Path:
+    """The repository's notebooks/, or (until they exist) one stand-in getting-started notebook."""
+    repo = ROOT / "notebooks"
+    if (repo / "00_getting_started.ipynb").is_file():
+        return repo
+    import nbformat
+
+    out = tmp_path_factory.mktemp("notebooks")
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
+    nb.cells = [
+        nbformat.v4.new_markdown_cell("# Getting started (stand-in written by the hub tests)"),
+        nbformat.v4.new_code_cell("from mbc_lib.store.reader import open_store\nopen_store()"),
+    ]
+    nbformat.write(nb, out / "00_getting_started.ipynb")
+    return out
+
+
+@pytest.fixture(scope="session")
+def demo_hub(tmp_path_factory, hub_store, notebooks_dir) -> HubProcess:
+    """A real JupyterHub + configurable-http-proxy: local spawner, demo login, on loopback."""
+    work = tmp_path_factory.mktemp("demohub")
+    users = write_users(work / "demo-users.yaml", DEMO_USERS)
+    hub = HubProcess(
+        work,
+        {
+            "spawner": {"mode": "local", "start_timeout": 90, "http_timeout": 90},
+            "auth": {"mode": "demo", "demo": {"users_file": str(users)}},
+            "store": {"host_path": str(hub_store)},
+            "local": {"notebooks_dir": str(notebooks_dir)},
+        },
+    )
+    hub.start()
+    yield hub
+    hub.stop()

@@ -1,0 +1,118 @@
+"""``mbc demo``: what ``make demo`` ends in, run as a user runs it."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import threading
+
+import pytest
+import requests
+import yaml
+
+from mbc_lib.demo import DEMO_USERS, demo_logins
+
+from .hub_helpers import ROOT, free_port, login, wait_for
+
+
+def test_demo_help():
+    proc = subprocess.run(
+        [sys.executable, "-m", "mbc_lib.cli", "demo", "--help"], capture_output=True, text=True
+    )
+    assert proc.returncode == 0
+    assert "--bind" in proc.stdout and "--workdir" in proc.stdout
+
+
+def test_demo_logins_are_made_once_and_kept_private(tmp_path):
+    path = tmp_path / "hub" / "demo-users.yaml"
+    first = demo_logins(path)
+    assert set(first) == set(DEMO_USERS) == {"alice", "bob", "carol"}
+    assert first["carol"]["groups"] == ["ophthalmology", "radiology", "mbc-admins"]
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert demo_logins(path) == first
+
+
+def test_port_in_use_is_one_clear_line(tmp_path):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "mbc_lib.cli",
+                "demo",
+                "--bind",
+                f"127.0.0.1:{port}",
+                "--workdir",
+                str(tmp_path),
+            ],
+            capture_output=True,
+            text=True,
+        )
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (
+        f"mbc demo: error: 127.0.0.1:{port} is in use (a hub already running?); "
+        "stop it or pass --bind HOST:PORT"
+    )
+
+
+@pytest.mark.slow
+def test_mbc_demo_serves_the_hub_and_prints_url_and_logins(tmp_path, hub_store):
+    port = free_port()
+    platform = tmp_path / "platform.yaml"
+    platform.write_text(
+        yaml.safe_dump(
+            {
+                "hub": {
+                    "hub_bind_url": f"http://127.0.0.1:{free_port()}",
+                    "proxy_api_url": f"http://127.0.0.1:{free_port()}",
+                },
+                "culler": {"enabled": False},
+            }
+        )
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MBC_")}
+    env["MBC_PLATFORM_CONFIG"] = str(platform)
+    workdir = hub_store.parent  # a finished sample store is reused, not rebuilt
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mbc_lib.cli",
+            "demo",
+            "--workdir",
+            str(workdir),
+            "--bind",
+            f"127.0.0.1:{port}",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=(tmp_path / "hub.log").open("wb"),
+        text=True,
+    )
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")))
+    reader.start()
+    try:
+        wait_for(lambda: any("Ctrl-C stops the hub" in line for line in lines), 90, "the banner")
+        text = "".join(lines)
+        assert f"mbc demo hub: http://127.0.0.1:{port}" in text
+        password = re.search(r"alice\s+password (\S+)", text).group(1)
+        saved = yaml.safe_load((workdir / "hub" / "demo-users.yaml").read_text())["users"]
+        assert password == saved["alice"]["password"]
+        _, reply = login(f"http://127.0.0.1:{port}", "alice", password)
+        assert reply.status_code == 200 and reply.url.endswith("/hub/home")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 130
+        reader.join(timeout=10)
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"http://127.0.0.1:{port}/hub/health", timeout=5)
