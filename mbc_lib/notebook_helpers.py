@@ -1,0 +1,148 @@
+"""Small helpers that keep the notebooks readable: device and mixed precision, seeding,
+the results folder, and a training loop with a progress bar."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .errors import MbcError
+from .store.reader import STORE_ENV
+
+
+@dataclass(frozen=True)
+class Accelerator:
+    """Where to compute and whether to use mixed precision (float16 autocast on CUDA)."""
+
+    device: torch.device
+    amp: bool
+
+    def autocast(self) -> AbstractContextManager[Any]:
+        """``torch.autocast`` for this device (a no-op context when AMP is off)."""
+        return torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp)
+
+    def grad_scaler(self) -> torch.amp.GradScaler:
+        """A gradient scaler for float16 training (disabled when AMP is off)."""
+        return torch.amp.GradScaler(self.device.type, enabled=self.amp)
+
+    def __str__(self) -> str:
+        name = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "CPU"
+        return f"{self.device} ({name}), mixed precision {'on' if self.amp else 'off'}"
+
+
+def accelerator(device: str = "auto", amp: bool = True) -> Accelerator:
+    """``device="auto"`` picks CUDA when a GPU is visible, else the CPU; AMP only on CUDA."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise MbcError("device 'cuda' requested but no GPU is visible in this container")
+    return Accelerator(dev, amp=amp and dev.type == "cuda")
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy, torch and MONAI so a run can be repeated."""
+    from monai.utils import set_determinism
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    set_determinism(seed=seed)
+
+
+def results_dir(output_dir: str | os.PathLike[str]) -> Path:
+    """``output_dir`` (``~`` expanded), created; refuses a folder inside the read-only store."""
+    path = Path(output_dir).expanduser().resolve()
+    store = os.environ.get(STORE_ENV)
+    if store and path.is_relative_to(Path(store).expanduser().resolve()):
+        raise MbcError(f"{path} is inside the read-only store; save results to your home")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with NumPy/torch numbers as Python ones and NaN as None (strict JSON)."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (np.ndarray, torch.Tensor)):
+        return _plain(value.tolist())
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
+
+
+def write_json(path: Path, data: dict[str, Any]) -> Path:
+    """Write ``data`` as indented, strict JSON (NaN becomes null)."""
+    path.write_text(json.dumps(_plain(data), indent=2, allow_nan=False) + "\n")
+    return path
+
+
+def fit(
+    model: torch.nn.Module,
+    loader: Iterable[dict[str, Any]],
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    epochs: int,
+    accel: Accelerator,
+    *,
+    scheduler: Any = None,
+    validate: Callable[[], dict[str, float]] | None = None,
+    validate_every: int = 1,
+    keys: tuple[str, str] = ("image", "label"),
+) -> list[dict[str, float]]:
+    """Train ``model`` for ``epochs`` with a progress bar; return one record per epoch.
+
+    Each batch is a dict; ``keys`` name the input and the target. ``scheduler.step()`` runs
+    after every optimizer step; ``validate()`` (returning named metrics) every
+    ``validate_every`` epochs and after the last.
+    """
+    scaler = accel.grad_scaler()
+    history: list[dict[str, float]] = []
+    bar = tqdm(range(1, epochs + 1), desc="training", unit="epoch")
+    for epoch in bar:
+        model.train()
+        total, batches = 0.0, 0
+        for batch in loader:
+            inputs = batch[keys[0]].to(accel.device, non_blocking=True)
+            target = batch[keys[1]].to(accel.device, non_blocking=True)
+            optimizer.zero_grad(set_to_none=True)
+            with accel.autocast():
+                loss = loss_fn(model(inputs), target)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            if scheduler is not None:
+                scheduler.step()
+            total += float(loss.detach())
+            batches += 1
+        record = {"epoch": float(epoch), "loss": total / max(batches, 1)}
+        if validate is not None and (epoch % validate_every == 0 or epoch == epochs):
+            model.eval()
+            record.update(validate())
+        history.append(record)
+        bar.set_postfix({k: round(v, 4) for k, v in record.items() if k != "epoch"})
+    return history
+
+
+__all__ = [
+    "Accelerator",
+    "accelerator",
+    "fit",
+    "results_dir",
+    "seed_everything",
+    "write_json",
+]
