@@ -77,6 +77,18 @@ class GpuSampler:
         return round(sum(self.samples) / len(self.samples), 1) if self.samples else None
 
 
+def lesion_unet(spatial_dims: int) -> UNet:
+    """The segmentation notebook's U-Net (background, normal lung, GGO, consolidation)."""
+    return UNet(
+        spatial_dims=spatial_dims,
+        in_channels=1,
+        out_channels=4,
+        channels=(16, 32, 64, 128),
+        strides=(2, 2, 2),
+        num_res_units=2,
+    )
+
+
 def _cycle(loader: DataLoader) -> Iterator[dict[str, Any]]:
     while True:
         empty = True
@@ -201,14 +213,7 @@ def main() -> None:
             ),
             train_for(
                 "CT: 2D U-Net on axial slices",
-                UNet(
-                    spatial_dims=2,
-                    in_channels=1,
-                    out_channels=4,
-                    channels=(16, 32, 64, 128),
-                    strides=(2, 2, 2),
-                    num_res_units=2,
-                ),
+                lesion_unet(2),
                 DataLoader(
                     slices, batch_size=min(32, len(slices)), drop_last=True, **loader_kwargs
                 ),
@@ -218,14 +223,7 @@ def main() -> None:
             ),
             train_for(
                 f"CT: 3D U-Net on {patch}^3 patches (store loader)",
-                UNet(
-                    spatial_dims=3,
-                    in_channels=1,
-                    out_channels=4,
-                    channels=(16, 32, 64, 128),
-                    strides=(2, 2, 2),
-                    num_res_units=2,
-                ),
+                lesion_unet(3),
                 DataLoader(
                     patches, batch_size=min(4, len(patches)), drop_last=True, **loader_kwargs
                 ),
