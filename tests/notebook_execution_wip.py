@@ -1,0 +1,308 @@
+"""Work in progress for issue 3, not collected by pytest yet (the file name does not start
+with ``test_``): the thresholds are being made robust on 2 CPUs; rename it to
+``test_notebooks.py`` once it passes reliably.
+
+The notebooks: committed clean, and each one runs top to bottom with papermill on a sample
+store, writes its results to the researcher's folder (never into the store) and, for the two
+training notebooks, reaches its quality bar on the validation split."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+from jupyter_client.manager import AsyncKernelManager
+
+from mbc_lib.sample.store import build_sample_store
+from mbc_lib.store.reader import open_store
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+# Sized so that the training notebooks reach their thresholds in a few CPU minutes: enough
+# photographs for a stable AUC, enough CT cases (at 96 px) for the rare consolidation class.
+STORE_ARGS = {"seed": 0, "n_fundus": 160, "n_ct": 24, "ct_size": 96, "include_real_dicom": False}
+KERNEL = "python3"
+
+
+def _notebook(name: str) -> Path:
+    matches = [p for p in NOTEBOOKS if p.name.startswith(name)]
+    assert len(matches) == 1, f"expected one notebook named {name}*, found {matches}"
+    return matches[0]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_committed_notebook_is_clean_and_parameterised(path):
+    nb = nbformat.read(path, as_version=4)
+    nbformat.validate(nb)
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            assert cell.outputs == [], f"{path.name}: a cell has outputs"
+            assert cell.execution_count is None, f"{path.name}: a cell has an execution count"
+    tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1, f"{path.name}: needs exactly one cell tagged 'parameters'"
+    source = tagged[0].source
+    for name in ("store_path = None", "output_dir = ", "device = ", "epochs = "):
+        assert name in source, f"{path.name}: parameter {name!r} missing"
+    assert 'output_dir = "~/mbc-results/' in source
+
+
+def test_every_notebook_has_an_execution_test():
+    names = {p.name.split("_")[0] for p in NOTEBOOKS}
+    assert names == {"00", "10", "20", "90"}
+
+
+@pytest.fixture(scope="module")
+def kernel_env(tmp_path_factory):
+    """A ``python3`` kernelspec running this interpreter, first on the Jupyter path."""
+    from ipykernel.kernelspec import install
+
+    prefix = tmp_path_factory.mktemp("kernel")
+    install(kernel_name=KERNEL, prefix=str(prefix))
+    spec = prefix / "share" / "jupyter" / "kernels" / KERNEL / "kernel.json"
+    assert json.loads(spec.read_text())["argv"][0] == sys.executable
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("JUPYTER_PATH", str(prefix / "share" / "jupyter"))
+        mp.setenv("PYTHONWARNINGS", "ignore")
+        yield
+
+
+@pytest.fixture(scope="module")
+def nb_store(tmp_path_factory, kernel_env) -> Path:
+    """A sample store whose validation split holds COVID-19 cases.
+
+    Splits follow keyed patient pseudonyms and each build draws a new key, so a build can put
+    only normal scans into validation; lesion Dice is undefined there, so such a build is
+    replaced.
+    """
+    for _ in range(4):
+        store = build_sample_store(tmp_path_factory.mktemp("nbstore") / "work", **STORE_ARGS)
+        val = open_store(store).catalog("ct-covid", split="val")
+        if (val["diagnosis"] == "covid19").any():
+            with pytest.MonkeyPatch.context() as mp:
+                mp.setenv("MBC_STORE", str(store))
+                yield store
+            return
+    pytest.fail("no sample store with COVID-19 cases in the validation split")
+
+
+class _IPCKernelManager(AsyncKernelManager):
+    """Kernels on IPC sockets: no TCP ports to race for with other kernels on the machine."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(transport="ipc", **kwargs)
+
+
+def _snapshot(root: Path) -> dict[str, tuple[int, int]]:
+    return {
+        str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns)
+        for p in root.rglob("*")
+        if p.is_file()
+    }
+
+
+def _run(name: str, store: Path, tmp_path: Path, **parameters) -> tuple[Path, dict]:
+    """Execute notebook ``name`` on ``store``; return its results folder and the run's record."""
+    import papermill
+
+    out = tmp_path / "results"
+    before = _snapshot(store)
+    start = time.perf_counter()
+    papermill.execute_notebook(
+        str(_notebook(name)),
+        str(tmp_path / f"{name}.ipynb"),
+        parameters={"store_path": str(store), "output_dir": str(out), **parameters},
+        kernel_name=KERNEL,
+        kernel_manager_class=_IPCKernelManager,
+        cwd=str(tmp_path),
+        progress_bar=False,
+        start_timeout=120,
+    )
+    seconds = time.perf_counter() - start
+    print(f"{name}: {seconds:.0f} s")
+    assert _snapshot(store) == before, "the notebook changed the store"
+    executed = nbformat.read(tmp_path / f"{name}.ipynb", as_version=4)
+    return out, {"seconds": seconds, "notebook": executed}
+
+
+def _text_outputs(nb: nbformat.NotebookNode) -> str:
+    parts = []
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            parts.append(output.get("text", ""))
+            parts.append(output.get("data", {}).get("text/plain", ""))
+    return "\n".join(parts)
+
+
+@pytest.mark.slow
+def test_getting_started_runs_and_shows_a_read_only_store(nb_store, tmp_path):
+    # store_path None: the notebook opens $MBC_STORE, as in a researcher's container
+    out, run = _run("00", nb_store, tmp_path, store_path=None, max_cases=4)
+    for figure in ("ct_slice.png", "ct_reformat.png", "hu_histogram.png", "fundus_gallery.png"):
+        assert (out / figure).stat().st_size > 10_000, figure
+    text = _text_outputs(run["notebook"])
+    assert "refused: the mbc store is read-only" in text
+    assert "pass 2:" in text  # the data loader was timed over `epochs` passes
+
+
+@pytest.mark.slow
+def test_glaucoma_notebook_reaches_auc_and_saves_model(nb_store, tmp_path):
+    import torch
+    from monai.networks.nets import resnet18
+
+    out, run = _run("10", nb_store, tmp_path)
+    metrics = json.loads((out / "metrics.json").read_text())
+    print({k: v for k, v in metrics.items() if k != "history"})
+    assert metrics["val_auc"] >= 0.85
+    assert metrics["n_val"] == len(open_store(nb_store).catalog("fundus-glaucoma", split="val"))
+    assert sum(map(sum, metrics["confusion_matrix"])) == metrics["n_val"]
+    model = resnet18(spatial_dims=2, n_input_channels=3, num_classes=2)
+    model.load_state_dict(torch.load(out / "model.pt", weights_only=True))
+    for figure in (
+        "training.png",
+        "roc.png",
+        "confusion_matrix.png",
+        "val_predictions.png",
+        "gradcam.png",
+    ):
+        assert (out / figure).stat().st_size > 10_000, figure
+
+
+@pytest.mark.slow
+def test_ct_segmentation_notebook_reaches_dice_and_measures_involvement(nb_store, tmp_path):
+    import torch
+    from monai.networks.nets import UNet
+
+    out, run = _run("20", nb_store, tmp_path)
+    metrics = json.loads((out / "metrics.json").read_text())
+    print({k: v for k, v in metrics.items() if k not in ("history", "involvement")})
+    assert metrics["mean_dice_lesions"] >= 0.6
+    assert metrics["mean_dice_lesions"] == pytest.approx(
+        (metrics["dice_ggo"] + metrics["dice_consolidation"]) / 2
+    )
+    assert metrics["dice_normal_lung"] >= 0.9
+    val = open_store(nb_store).catalog("ct-covid", split="val").set_index("case_id")
+    assert {row["case_id"] for row in metrics["involvement"]} == set(val.index)
+    for row in metrics["involvement"]:
+        assert row["reference_pct"] == val.loc[row["case_id"], "involvement_pct"]
+        assert abs(row["predicted_pct"] - row["reference_pct"]) < 5.0
+    model = UNet(
+        spatial_dims=2,
+        in_channels=1,
+        out_channels=4,
+        channels=(16, 32, 64, 128),
+        strides=(2, 2, 2),
+        num_res_units=2,
+    )
+    model.load_state_dict(torch.load(out / "model.pt", weights_only=True))
+    assert (out / "involvement.png").stat().st_size > 10_000
+    assert len(list(out.glob("overlay_ct-*.png"))) == int((val["diagnosis"] == "covid19").sum())
+
+
+@pytest.mark.slow
+def test_tutorial_runs_with_its_solutions(nb_store, tmp_path):
+    out, run = _run("90", nb_store, tmp_path, epochs=3)
+    answers = json.loads((out / "tutorial_results.json").read_text())
+    assert answers["patients_in_two_splits"] == 0
+    assert answers["involvement_pct"]["computed"] == pytest.approx(
+        answers["involvement_pct"]["catalog"], abs=0.01
+    )
+    assert answers["dice_numpy"] == pytest.approx(answers["dice_monai"], abs=1e-4)
+    assert 0.0 <= answers["val_auc"] <= 1.0
+    assert (out / "val_gallery.png").exists()
+    solutions = [c for c in run["notebook"].cells if "solution" in c.metadata.get("tags", [])]
+    assert solutions and all(c.metadata["jupyter"]["source_hidden"] for c in solutions)
+
+
+# --- the helpers the notebooks use (mbc_lib.notebook_helpers) ---
+
+
+def test_results_dir_expands_home_and_refuses_the_store(tmp_path, monkeypatch):
+    from mbc_lib.errors import MbcError
+    from mbc_lib.notebook_helpers import results_dir
+
+    store = tmp_path / "store"
+    store.mkdir()
+    monkeypatch.setenv("MBC_STORE", str(store))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    out = results_dir("~/mbc-results/10_glaucoma")
+    assert out == (tmp_path / "home" / "mbc-results" / "10_glaucoma").resolve()
+    assert out.is_dir()
+    with pytest.raises(MbcError, match="read-only store"):
+        results_dir(store / "results")
+    assert not (store / "results").exists()
+
+
+def test_accelerator_falls_back_to_cpu_without_mixed_precision():
+    import torch
+
+    from mbc_lib.errors import MbcError
+    from mbc_lib.notebook_helpers import accelerator
+
+    cpu = accelerator("cpu")
+    assert cpu.device.type == "cpu" and not cpu.amp
+    assert "mixed precision off" in str(cpu)
+    if torch.cuda.is_available():
+        assert accelerator("auto").amp
+    else:
+        assert accelerator("auto") == cpu
+        with pytest.raises(MbcError, match="no GPU"):
+            accelerator("cuda")
+
+
+def test_fit_trains_and_validates_on_schedule():
+    import torch
+
+    from mbc_lib.notebook_helpers import accelerator, fit, seed_everything
+
+    seed_everything(0)
+    x = torch.randn(64, 2)
+    y = (x[:, 0] > 0).long()
+    batches = [{"image": x[i : i + 16], "label": y[i : i + 16]} for i in range(0, 64, 16)]
+    model = torch.nn.Linear(2, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+
+    def validate():
+        with torch.no_grad():
+            return {"val_accuracy": float((model(x).argmax(1) == y).float().mean())}
+
+    history = fit(
+        model,
+        batches,
+        torch.nn.CrossEntropyLoss(),
+        optimizer,
+        5,
+        accelerator("cpu"),
+        validate=validate,
+        validate_every=2,
+    )
+    assert [h["epoch"] for h in history] == [1, 2, 3, 4, 5]
+    assert [("val_accuracy" in h) for h in history] == [False, True, False, True, True]
+    assert history[-1]["loss"] < history[0]["loss"]
+    assert history[-1]["val_accuracy"] > 0.9
+
+
+def test_metrics_json_is_strict(tmp_path):
+    import numpy as np
+    import torch
+
+    from mbc_lib.notebook_helpers import write_json
+
+    path = write_json(
+        tmp_path / "metrics.json",
+        {
+            "dice": np.float32(0.5),
+            "missing": float("nan"),
+            "matrix": np.eye(2, dtype=int),
+            "tensor": torch.tensor([1.5]),
+        },
+    )
+    assert json.loads(path.read_text()) == {
+        "dice": 0.5,
+        "missing": None,
+        "matrix": [[1, 0], [0, 1]],
+        "tensor": [1.5],
+    }
