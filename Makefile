@@ -8,6 +8,7 @@ PROXY := .cache/npm/node_modules/.bin/configurable-http-proxy
 APT := $(if $(filter 0,$(shell id -u)),,sudo) env DEBIAN_FRONTEND=noninteractive apt-get
 
 .PHONY: venv test lint sample-store bench clean proxy browser demo
+.PHONY: docker-engine wheelhouse base-image images local-images
 
 # The package itself is (re)linked on every run: a cached venv may have served another clone.
 venv: $(VENV)/.installed
@@ -26,8 +27,9 @@ lint: venv
 	$(BIN)/ruff check mbc_lib tests benchmarks hub
 	$(BIN)/ruff format --check mbc_lib tests benchmarks hub
 
-test: venv lint proxy browser
-	$(BIN)/pytest -q
+# The hub tests drive a real Docker engine with the local images (built once, then cached).
+test: venv lint proxy browser docker-engine local-images
+	MBC_TEST_IMAGE=$(LOCAL_RESEARCHER) MBC_TEST_HUB_IMAGE=$(LOCAL_HUB) $(BIN)/pytest -q
 
 # The hub's proxy, installed into the project (never globally).
 proxy: $(PROXY)
@@ -42,8 +44,11 @@ browser:
 
 # The README's main command: sample store (built once), then the hub on 127.0.0.1:8000 with
 # the local spawner and demo logins; prints the URL and the logins. Ctrl-C stops it.
-demo: venv proxy
-	$(BIN)/mbc demo --workdir $(SAMPLE)
+# MBC_SPAWNER=docker make demo: the same with a container per researcher (the local images).
+MBC_SPAWNER ?= local
+demo: venv proxy $(if $(filter docker,$(MBC_SPAWNER)),docker-engine local-images)
+	$(if $(filter docker,$(MBC_SPAWNER)),MBC_IMAGE=$(LOCAL_RESEARCHER)) \
+	  $(BIN)/mbc demo --workdir $(SAMPLE) --spawner $(MBC_SPAWNER)
 
 # The quickstart: a sample input tree, de-identified at the "edge", ingested, verified.
 sample-store: venv
@@ -62,3 +67,61 @@ bench: venv
 
 clean:
 	rm -rf $(SAMPLE) .pytest_cache
+
+# ---- container images (images/, docs/images.md) -----------------------------------------------
+# `make images`: mbc-base:bookworm (debootstrap, no registry), mbc-researcher:latest, mbc-hub:latest.
+# The researcher image is built FROM the Jupyter Docker Stacks CUDA PyTorch image, or, in CI or
+# with IMAGES_OFFLINE=1, FROM mbc-base:bookworm with CPU torch, offline from the wheelhouse.
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+WHEELHOUSE ?= .cache/wheelhouse
+IMAGES_OFFLINE ?= $(if $(CI),1,)
+RESEARCHER_BASE ?= $(if $(IMAGES_OFFLINE),mbc-base:bookworm,quay.io/jupyter/pytorch-notebook:cuda12-latest)
+
+# A Docker engine that answers: Debian's docker.io where dockerd is missing, dockerd started in
+# the background (log: .cache/dockerd.log) where it is installed but not running. In CI (or with
+# GPU_STAND_IN=1), on a machine without the NVIDIA Container Toolkit, dockerd gets the stand-in
+# hook of tests/hub/gpu-stand-in/ at the END of its PATH: its "nvidia" device driver then applies
+# DeviceRequests for real (NVIDIA_VISIBLE_DEVICES), so the GPU path is tested without a GPU.
+GPU_STAND_IN ?= $(if $(CI),1,)
+STAND_IN_DIR := $(HOME)/.cache/mbc-gpu-stand-in
+docker-engine:
+	@command -v dockerd >/dev/null || { $(APT) update -qq && $(APT) install -y -qq docker.io; }
+	@if ! docker info >/dev/null 2>&1; then \
+	  path="$$PATH"; \
+	  if [ -n "$(GPU_STAND_IN)" ] && ! command -v nvidia-container-runtime-hook >/dev/null; then \
+	    mkdir -p $(STAND_IN_DIR) && cp tests/hub/gpu-stand-in/nvidia-container-runtime-hook $(STAND_IN_DIR)/ \
+	    && path="$$PATH:$(STAND_IN_DIR)"; echo "dockerd with the GPU stand-in hook ($(STAND_IN_DIR))"; \
+	  fi; \
+	  mkdir -p .cache; echo "starting dockerd (log: .cache/dockerd.log)"; \
+	  PATH="$$path" $(SUDO) env PATH="$$path" setsid nohup dockerd >.cache/dockerd.log 2>&1 </dev/null & \
+	  for i in $$(seq 60); do docker info >/dev/null 2>&1 && break; sleep 1; done; \
+	  docker info >/dev/null 2>&1 || { echo "dockerd does not answer: see .cache/dockerd.log" >&2; exit 1; }; \
+	fi
+
+# Every wheel the images install (resolved by this machine's pip and its config), the mbc wheel
+# and configurable-http-proxy; carry $(WHEELHOUSE) to an air-gapped site.
+wheelhouse: $(WHEELHOUSE)/.done
+$(WHEELHOUSE)/.done: $(VENV)/.installed pyproject.toml images/build.sh images/researcher/requirements.txt images/hub/requirements.txt
+	MBC_PIP="$(BIN)/python -m pip" images/build.sh wheelhouse $(WHEELHOUSE)
+	touch $@
+
+# mbc-base:bookworm and mbc-base:bookworm-node; root only; skipped while images/base/build.sh is unchanged.
+base-image: docker-engine
+	$(SUDO) images/base/build.sh
+
+images: docker-engine base-image wheelhouse
+	MBC_PIP="$(BIN)/python -m pip" MBC_RESEARCHER_BASE=$(RESEARCHER_BASE) \
+	  $(if $(filter mbc-base%,$(RESEARCHER_BASE)),MBC_WHEELHOUSE=$(WHEELHOUSE)) images/build.sh researcher
+	MBC_PIP="$(BIN)/python -m pip" MBC_WHEELHOUSE=$(WHEELHOUSE) images/build.sh hub
+	@docker images --format '{{.Repository}}:{{.Tag}}  {{.Size}}' | grep -E '^mbc-(base|researcher|hub):(bookworm|latest)'
+
+# The local images: researcher FROM mbc-base:bookworm with CPU torch, built offline from the
+# wheelhouse, and the hub; no registry needed. The tests and `MBC_SPAWNER=docker make demo` use
+# them; production tags (make images) are left alone.
+LOCAL_RESEARCHER := mbc-researcher:local
+LOCAL_HUB := mbc-hub:local
+local-images: docker-engine base-image wheelhouse
+	MBC_PIP="$(BIN)/python -m pip" MBC_RESEARCHER_BASE=mbc-base:bookworm \
+	  MBC_WHEELHOUSE=$(WHEELHOUSE) MBC_RESEARCHER_TAG=$(LOCAL_RESEARCHER) images/build.sh researcher
+	MBC_PIP="$(BIN)/python -m pip" MBC_WHEELHOUSE=$(WHEELHOUSE) MBC_HUB_TAG=$(LOCAL_HUB) \
+	  images/build.sh hub

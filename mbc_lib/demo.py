@@ -130,6 +130,11 @@ def run_demo(workdir: Path, bind: str, spawner: str) -> int:
     """Build (or reuse) the sample store, start the hub in the foreground, print how to log in."""
     from .sample.store import build_sample_store
 
+    if spawner == "swarm":
+        raise MbcError(
+            "swarm mode runs the hub in its image on a swarm manager (docs/hub.md); "
+            "the demo runs --spawner local or docker"
+        )
     root = project_dir()
     url = bind_url(bind)
     check_port_free(url)
@@ -149,6 +154,10 @@ def run_demo(workdir: Path, bind: str, spawner: str) -> int:
         "MBC_STORE_HOST_PATH": str(store),
         "MBC_DEMO_USERS_FILE": str(users_file),
     }
+    if spawner != "local":
+        # Containers reach the hub's API at their network's gateway: the API listens on every
+        # address of the host (it answers only to tokens); the web pages stay on loopback.
+        env.setdefault("MBC_HUB_API_BIND", "http://0.0.0.0:8081")
     command = [sys.executable, "-m", "jupyterhub", "-f", str(root / "hub" / "jupyterhub_config.py")]
     proc = subprocess.Popen(command, cwd=root, env=env)
     try:

@@ -123,6 +123,7 @@ ENV_OVERRIDES: dict[str, str] = {
     "MBC_AUTH": "auth.mode",
     "MBC_STORE_HOST_PATH": "store.host_path",
     "MBC_HUB_BIND": "hub.bind_url",
+    "MBC_HUB_API_BIND": "hub.hub_bind_url",
     "MBC_HUB_DATA_DIR": "hub.data_dir",
     "MBC_IMAGE": "docker.image",
     "MBC_GPUS": "gpus.devices",
@@ -577,9 +578,9 @@ def validate(data: dict[str, Any], sources: tuple[str, ...] = ("defaults",)) -> 
     cu = data["culler"]
     culler = CullerSettings(
         enabled=_bool(cu, "enabled", "culler"),
-        timeout=int(_number(cu, "timeout", "culler", minimum=60)),
+        timeout=int(_number(cu, "timeout", "culler", minimum=10)),
         max_age=int(_number(cu, "max_age", "culler")),
-        cull_every=int(_number(cu, "cull_every", "culler", minimum=10)),
+        cull_every=int(_number(cu, "cull_every", "culler", minimum=5)),
     )
     return PlatformConfig(
         hub=hub_settings,

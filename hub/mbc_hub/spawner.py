@@ -23,9 +23,10 @@ from traitlets import Any as AnyTrait
 from traitlets import HasTraits, default
 
 from .audit import audit_log
-from .config import PlatformConfig, Profile
+from .config import PlatformConfig, PlatformConfigError, Profile
 from .gpu import OWNER_LABEL, GpuAllocator, NoGpuFree, detect_gpus
 from .homes import copy_notebooks, write_lab_settings
+from .network import ensure_network, hub_connect_url
 from .policy import (
     PolicyViolation,
     SpawnPlan,
@@ -236,8 +237,22 @@ class ContainerPolicyMixin(ProfileFormMixin):
         self.mem_limit = plan.mem_limit
         self.cpu_limit = plan.cpu_limit
 
+    async def prepare_network(self) -> None:
+        """The platform network (created internal if missing); the hub's address on it."""
+        swarm = self.scheduler_assigns_gpu
+        network = await asyncio.to_thread(
+            ensure_network, self.client, self.cfg.docker.network, swarm=swarm
+        )
+        if not self.cfg.hub.hub_connect_url and not swarm:
+            # A hub on the host: containers reach it at the network's gateway address.
+            self.hub_connect_url = hub_connect_url(self.cfg.hub.hub_bind_url, network)
+
     async def start(self) -> Any:
         profile = self.chosen_profile()
+        try:
+            await self.prepare_network()
+        except PlatformConfigError as exc:
+            raise self.refuse(str(exc)) from None
         gpu = await self.allocate_gpu(profile)
         try:
             try:
@@ -307,6 +322,12 @@ class MbcSwarmSpawner(ContainerPolicyMixin, SwarmSpawner):
 
     scheduler_assigns_gpu: ClassVar[bool] = True
     _plan_mounts: list[dict[str, Any]] | None = None
+
+    @default("extra_endpoint_spec")
+    def _extra_endpoint_spec_default(self) -> dict[str, Any]:
+        # One task per service: its name resolves straight to the task (DNS round robin), no
+        # virtual IP, so no IPVS load balancer in the way of the hub reaching the server.
+        return {"mode": "dnsrr"}
 
     @property
     def mounts(self) -> list[Mount]:  # type: ignore[override]

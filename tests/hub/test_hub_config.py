@@ -78,7 +78,7 @@ def test_gpu_ids_from_env_list():
         ("profiles: [{name: big, gpus: 2}]\n", "0 or 1"),
         ("profiles: [{name: cpu, mem_limit: lots}]\n", "size like 512M"),
         ("auth: {mode: oidc}\n", "auth.oidc.authorize_url is required"),
-        ("culler: {timeout: 5}\n", "culler.timeout must be a number >= 60"),
+        ("culler: {timeout: 5}\n", "culler.timeout must be a number >= 10"),
         ("store: {mount_path: mnt/store}\n", "absolute path"),
         ("hub: [1, 2]\n", "hub must be a mapping"),
         ("hub: {bind_url: 'http://127.0.0.1:8000'\n", "not valid YAML (line 2)"),

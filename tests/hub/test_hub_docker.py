@@ -1,0 +1,341 @@
+"""A real hub spawning real containers (DockerSpawner on the local engine, the researcher image).
+
+Two researchers of different groups each get a container of their own: inside it (code run in a
+kernel over the Jupyter server's API) the store reads, refuses writes and shows only their
+group's datasets; the home survives a restart; the container has no route to a server the test
+starts on another network. The GPU path runs without a GPU: the engine's ``nvidia`` device
+driver with a stand-in hook (``make docker-engine`` in CI) applies the DeviceRequests for real.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import requests
+from mbc_hub.audit import read_audit
+
+from .conftest import DEMO_USERS
+from .docker_helpers import (
+    engine,
+    fetch_from_network,
+    missing,
+    remove_everything_on,
+    remove_volumes,
+    require_image,
+    sentinel_server,
+    unique,
+)
+from .hub_helpers import (
+    HubProcess,
+    auth,
+    free_port,
+    login,
+    run_in_kernel,
+    start_server,
+    stop_server,
+    user_token,
+    wait_for,
+    write_users,
+)
+
+pytestmark = pytest.mark.slow
+
+PROFILES = [
+    {
+        "name": "cpu",
+        "display_name": "CPU",
+        "description": "test server",
+        "cpu_limit": 1.0,
+        "mem_limit": "2G",
+        "shm_size": "256M",
+        "gpus": 0,
+    },
+    {
+        "name": "gpu",
+        "display_name": "GPU",
+        "description": "test server with a GPU",
+        "cpu_limit": 1.0,
+        "mem_limit": "2G",
+        "shm_size": "512M",
+        "gpus": 1,
+    },
+]
+
+INSIDE = """
+import errno, json, os, pathlib
+import mbc_lib
+from mbc_lib.errors import ReadOnlyStoreError
+store = mbc_lib.open_store()
+name = store.datasets()[0]
+case_id = store.catalog(name).case_id[0]
+case = store.open_case(name, case_id)
+root = pathlib.Path(os.environ["MBC_STORE"])
+try:
+    store.image_array(name, case_id)[...] = 0
+    library_write = "written"
+except ReadOnlyStoreError as exc:
+    library_write = str(exc)
+def try_write(path):
+    try:
+        path.write_text("x")
+        return "written"
+    except OSError as exc:
+        return errno.errorcode[exc.errno]
+fs_write = try_write(root / name / "planted.txt")
+root_write = try_write(root / "planted.txt")
+print(json.dumps({
+    "uid": os.getuid(),
+    "store_entries": sorted(p.name for p in root.iterdir()),
+    "datasets": store.datasets(),
+    "shape": list(case.shape),
+    "mean": float(case.mean()),
+    "library_write": library_write,
+    "fs_write": fs_write,
+    "root_write": root_write,
+    "docker_socket": os.path.exists("/var/run/docker.sock"),
+    "notebooks": sorted(os.listdir(os.path.expanduser("~/notebooks"))),
+    "gpu_env": os.environ.get("NVIDIA_VISIBLE_DEVICES"),
+}))
+"""
+
+
+@pytest.fixture(scope="module")
+def client():
+    return engine()
+
+
+@pytest.fixture(scope="module")
+def image(client):
+    return require_image(client)
+
+
+@pytest.fixture(scope="module")
+def docker_hub(tmp_path_factory, client, image, hub_store):
+    """A hub (on the host) spawning containers on a fresh internal network; GPU ids 0 and 1."""
+    work = tmp_path_factory.mktemp("dockerhub")
+    network = unique("mbc-test-internal")
+    volumes = unique("mbc-test-home")
+    users = write_users(work / "demo-users.yaml", DEMO_USERS)
+    hub = HubProcess(
+        work,
+        {
+            "hub": {"hub_bind_url": f"http://0.0.0.0:{free_port()}"},
+            "spawner": {"mode": "docker", "start_timeout": 120, "http_timeout": 120},
+            "auth": {"mode": "demo", "demo": {"users_file": str(users)}},
+            "store": {"host_path": str(hub_store)},
+            "docker": {
+                "image": image,
+                "network": network,
+                "home_volume": volumes + "-{username}",
+                "pull_policy": "never",
+            },
+            "gpus": {"devices": ["0", "1"]},
+            "profiles": PROFILES,
+            "culler": {"enabled": False},
+        },
+    )
+    hub.network, hub.volume_prefix = network, volumes
+    hub.start()
+    try:
+        yield hub
+    finally:
+        hub.stop()
+        remove_everything_on(client, network)
+        remove_volumes(client, volumes)
+
+
+@pytest.fixture(scope="module")
+def tokens(docker_hub):
+    out = {}
+    for name, user in DEMO_USERS.items():
+        session, reply = login(docker_hub.url, name, user["password"])
+        assert reply.status_code == 200, reply.text
+        out[name] = user_token(session, docker_hub.url, name)
+    return out
+
+
+@pytest.fixture(scope="module")
+def gpu_engine(client, image):
+    """The engine applies ``nvidia`` DeviceRequests (a real GPU stack or the CI stand-in)."""
+    container = client.create_container(
+        image,
+        command=["true"],
+        entrypoint=[],
+        host_config=client.create_host_config(
+            device_requests=[{"Driver": "nvidia", "DeviceIDs": ["0"], "Capabilities": [["gpu"]]}]
+        ),
+    )
+    try:
+        client.start(container["Id"])
+    except Exception as exc:  # noqa: BLE001
+        missing(f"the Docker engine has no nvidia device driver: {exc}")
+    finally:
+        client.remove_container(container["Id"], force=True)
+
+
+def inside(hub: HubProcess, user: str, token: str) -> dict:
+    return json.loads(run_in_kernel(hub.url, user, token, INSIDE, timeout=120).strip())
+
+
+def container_of(client, hub: HubProcess, user: str) -> dict:
+    (found,) = client.containers(filters={"network": hub.network, "label": f"mbc.hub.owner={user}"})
+    return client.inspect_container(found["Id"])
+
+
+def test_two_groups_get_containers_with_only_their_datasets_read_only(
+    docker_hub, tokens, client, hub_store
+):
+    start_server(docker_hub.url, "alice", tokens["alice"], timeout=150)
+    start_server(docker_hub.url, "bob", tokens["bob"], timeout=150)
+    try:
+        alice = inside(docker_hub, "alice", tokens["alice"])
+        bob = inside(docker_hub, "bob", tokens["bob"])
+    finally:
+        stop_server(docker_hub.url, "alice", tokens["alice"])
+        stop_server(docker_hub.url, "bob", tokens["bob"])
+
+    assert alice["datasets"] == ["fundus-glaucoma"] and bob["datasets"] == ["ct-covid"]
+    assert alice["store_entries"] == ["fundus-glaucoma", "zarr.json"]
+    assert bob["store_entries"] == ["ct-covid", "zarr.json"]
+    for seen in (alice, bob):
+        assert seen["uid"] == 1000 and not seen["docker_socket"]
+        assert seen["mean"] != 0 and len(seen["shape"]) >= 2  # real pixels, not a blank
+        assert "read-only" in seen["library_write"]
+        assert seen["fs_write"] == "EROFS"  # the dataset mounts are read-only
+        assert seen["root_write"] == "EACCES"  # and nothing can be planted beside them
+        assert "00_getting_started.ipynb" in seen["notebooks"]
+        assert seen["gpu_env"] is None
+    assert not list(hub_store.rglob("planted.txt"))
+
+    spawns = [e for e in read_audit(docker_hub.audit_path) if e["event"] == "spawn"]
+    alice_spawn = next(e for e in spawns if e["user"] == "alice")
+    assert alice_spawn["datasets"] == ["fundus-glaucoma"] and alice_spawn["gpu"] is None
+    assert all(m["read_only"] for m in alice_spawn["mounts"] if "mbc-store" in m["target"])
+
+
+def test_home_survives_a_server_restart_and_notebook_edits_are_kept(docker_hub, tokens):
+    token = tokens["alice"]
+    start_server(docker_hub.url, "alice", token, timeout=150)
+    run_in_kernel(
+        docker_hub.url,
+        "alice",
+        token,
+        "import pathlib\n"
+        "home = pathlib.Path.home()\n"
+        "(home / 'results').mkdir(exist_ok=True)\n"
+        "(home / 'results' / 'auc.txt').write_text('0.91')\n"
+        "(home / 'notebooks' / '00_getting_started.ipynb').write_text('{\"edited\": 1}')\n",
+    )
+    stop_server(docker_hub.url, "alice", token)
+    start_server(docker_hub.url, "alice", token, timeout=150)
+    try:
+        out = run_in_kernel(
+            docker_hub.url,
+            "alice",
+            token,
+            "import pathlib\n"
+            "home = pathlib.Path.home()\n"
+            "print((home / 'results' / 'auc.txt').read_text())\n"
+            "print((home / 'notebooks' / '00_getting_started.ipynb').read_text())\n",
+        )
+    finally:
+        stop_server(docker_hub.url, "alice", token)
+    assert out.split() == ["0.91", '{"edited":', "1}"]
+
+
+def test_container_cannot_reach_a_server_on_another_network(docker_hub, tokens, client, image):
+    with sentinel_server(client, image) as sentinel:
+        # the sentinel is up and reachable from its own network
+        assert sentinel["page"] in fetch_from_network(
+            client, image, sentinel["network"], sentinel["url"]
+        )
+        start_server(docker_hub.url, "bob", tokens["bob"], timeout=150)
+        try:
+            out = run_in_kernel(
+                docker_hub.url,
+                "bob",
+                tokens["bob"],
+                "import urllib.request\n"
+                "try:\n"
+                f"    print(urllib.request.urlopen('{sentinel['url']}', timeout=5).read())\n"
+                "except OSError as exc:\n"
+                "    print('unreachable', type(exc).__name__)\n",
+            )
+        finally:
+            stop_server(docker_hub.url, "bob", tokens["bob"])
+    assert out.startswith("unreachable"), out
+    assert sentinel["page"] not in out
+
+
+def test_gpu_servers_get_distinct_devices_a_third_is_refused_and_stop_frees(
+    docker_hub, tokens, client, gpu_engine
+):
+    start_server(docker_hub.url, "alice", tokens["alice"], timeout=150, profile="gpu")
+    start_server(docker_hub.url, "bob", tokens["bob"], timeout=150, profile="gpu")
+    requests_of = {
+        user: container_of(client, docker_hub, user)["HostConfig"]["DeviceRequests"]
+        for user in ("alice", "bob")
+    }
+    ids = {user: reqs[0]["DeviceIDs"] for user, reqs in requests_of.items()}
+    assert sorted(ids["alice"] + ids["bob"]) == ["0", "1"]
+    assert all(reqs[0]["Driver"] == "nvidia" and len(reqs) == 1 for reqs in requests_of.values())
+    # the engine applied the request: the container sees exactly its own device
+    assert inside(docker_hub, "alice", tokens["alice"])["gpu_env"] == ids["alice"][0]
+
+    reply = requests.post(
+        f"{docker_hub.url}/hub/api/users/carol/server",
+        headers=auth(tokens["carol"]),
+        json={"profile": "gpu"},
+        timeout=60,
+    )
+    assert reply.status_code >= 400, reply.text
+    assert "all 2 GPUs are in use" in reply.json()["message"]
+    refusals = [e for e in read_audit(docker_hub.audit_path) if e["event"] == "refusal"]
+    assert any(e["user"] == "carol" and "GPUs are in use" in e["reason"] for e in refusals)
+
+    stop_server(docker_hub.url, "alice", tokens["alice"])
+    start_server(docker_hub.url, "carol", tokens["carol"], timeout=150, profile="gpu")
+    carol = container_of(client, docker_hub, "carol")["HostConfig"]["DeviceRequests"]
+    assert carol[0]["DeviceIDs"] == ids["alice"]  # the id alice's stop freed
+    # bob (GPU) and carol (GPU) stay up for the restart test below
+
+
+def test_hub_restart_keeps_servers_and_rebuilds_the_gpu_allocation(
+    docker_hub, tokens, client, gpu_engine
+):
+    running = {"bob", "carol"}
+    for user in running:
+        container_of(client, docker_hub, user)  # both still running from the test above
+    docker_hub.stop()
+    docker_hub.start()
+    try:
+        for user in sorted(running):
+            model = requests.get(
+                f"{docker_hub.url}/hub/api/users/{user}", headers=auth(tokens[user]), timeout=10
+            ).json()
+            assert model["servers"][""]["ready"], model
+            assert "gpu_env" in inside(docker_hub, user, tokens[user])
+        # the rebuilt allocator knows both GPUs are held: a new GPU spawn is refused
+        reply = requests.post(
+            f"{docker_hub.url}/hub/api/users/alice/server",
+            headers=auth(tokens["alice"]),
+            json={"profile": "gpu"},
+            timeout=60,
+        )
+        assert reply.status_code >= 400 and "all 2 GPUs are in use" in reply.json()["message"]
+        log = docker_hub.log()
+        assert "in use after rebuild" in log
+    finally:
+        for user in sorted(running):
+            stop_server(docker_hub.url, user, tokens[user])
+    wait_for(
+        lambda: not client.containers(filters={"network": docker_hub.network}),
+        30,
+        "the stopped servers' containers to be removed",
+    )
+    # their stops gave both GPUs back to the rebuilt allocator
+    start_server(docker_hub.url, "alice", tokens["alice"], timeout=150, profile="gpu")
+    start_server(docker_hub.url, "bob", tokens["bob"], timeout=150, profile="gpu")
+    stop_server(docker_hub.url, "alice", tokens["alice"])
+    stop_server(docker_hub.url, "bob", tokens["bob"])
