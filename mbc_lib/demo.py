@@ -154,10 +154,10 @@ def run_demo(workdir: Path, bind: str, spawner: str) -> int:
         "MBC_STORE_HOST_PATH": str(store),
         "MBC_DEMO_USERS_FILE": str(users_file),
     }
-    if spawner != "local":
+    if spawner != "local" and not {"MBC_HUB_API_BIND", "MBC_PLATFORM_CONFIG"} & set(env):
         # Containers reach the hub's API at their network's gateway: the API listens on every
         # address of the host (it answers only to tokens); the web pages stay on loopback.
-        env.setdefault("MBC_HUB_API_BIND", "http://0.0.0.0:8081")
+        env["MBC_HUB_API_BIND"] = "http://0.0.0.0:8081"
     command = [sys.executable, "-m", "jupyterhub", "-f", str(root / "hub" / "jupyterhub_config.py")]
     proc = subprocess.Popen(command, cwd=root, env=env)
     try:

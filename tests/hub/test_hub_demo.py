@@ -17,7 +17,16 @@ import yaml
 
 from mbc_lib.demo import DEMO_USERS, demo_logins
 
-from .hub_helpers import ROOT, free_port, login, wait_for
+from .docker_helpers import engine, remove_everything_on, remove_volumes, require_image, unique
+from .hub_helpers import (
+    ROOT,
+    free_port,
+    login,
+    start_server,
+    stop_server,
+    user_token,
+    wait_for,
+)
 
 
 def test_demo_help():
@@ -64,20 +73,27 @@ def test_port_in_use_is_one_clear_line(tmp_path):
 
 
 @pytest.mark.slow
-def test_mbc_demo_serves_the_hub_and_prints_url_and_logins(tmp_path, hub_store):
+@pytest.mark.parametrize("spawner", ["local", "docker"])
+def test_mbc_demo_serves_the_hub_and_prints_url_and_logins(tmp_path, hub_store, spawner):
     port = free_port()
     platform = tmp_path / "platform.yaml"
-    platform.write_text(
-        yaml.safe_dump(
-            {
-                "hub": {
-                    "hub_bind_url": f"http://127.0.0.1:{free_port()}",
-                    "proxy_api_url": f"http://127.0.0.1:{free_port()}",
-                },
-                "culler": {"enabled": False},
-            }
-        )
-    )
+    settings = {
+        "hub": {
+            "hub_bind_url": f"http://127.0.0.1:{free_port()}",
+            "proxy_api_url": f"http://127.0.0.1:{free_port()}",
+        },
+        "culler": {"enabled": False},
+    }
+    if spawner == "docker":
+        client = engine()
+        settings["hub"]["hub_bind_url"] = f"http://0.0.0.0:{free_port()}"
+        settings["docker"] = {
+            "image": require_image(client),
+            "network": unique("mbc-test-demo"),
+            "home_volume": unique("mbc-test-demo-home") + "-{username}",
+            "pull_policy": "never",
+        }
+    platform.write_text(yaml.safe_dump(settings))
     env = {k: v for k, v in os.environ.items() if not k.startswith("MBC_")}
     env["MBC_PLATFORM_CONFIG"] = str(platform)
     workdir = hub_store.parent  # a finished sample store is reused, not rebuilt
@@ -91,6 +107,8 @@ def test_mbc_demo_serves_the_hub_and_prints_url_and_logins(tmp_path, hub_store):
             str(workdir),
             "--bind",
             f"127.0.0.1:{port}",
+            "--spawner",
+            spawner,
         ],
         cwd=ROOT,
         env=env,
@@ -108,11 +126,22 @@ def test_mbc_demo_serves_the_hub_and_prints_url_and_logins(tmp_path, hub_store):
         password = re.search(r"alice\s+password (\S+)", text).group(1)
         saved = yaml.safe_load((workdir / "hub" / "demo-users.yaml").read_text())["users"]
         assert password == saved["alice"]["password"]
-        _, reply = login(f"http://127.0.0.1:{port}", "alice", password)
+        session, reply = login(f"http://127.0.0.1:{port}", "alice", password)
         assert reply.status_code == 200 and reply.url.endswith("/hub/home")
+        if spawner == "docker":  # alice's server is a container on the demo's network
+            url = f"http://127.0.0.1:{port}"
+            token = user_token(session, url, "alice")
+            start_server(url, "alice", token, timeout=150)
+            network = settings["docker"]["network"]
+            (container,) = client.containers(filters={"network": network})
+            assert container["Image"] == settings["docker"]["image"]
+            stop_server(url, "alice", token)
     finally:
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=60) == 130
         reader.join(timeout=10)
+        if spawner == "docker":
+            remove_everything_on(client, settings["docker"]["network"])
+            remove_volumes(client, settings["docker"]["home_volume"].split("{")[0])
     with pytest.raises(requests.ConnectionError):
         requests.get(f"http://127.0.0.1:{port}/hub/health", timeout=5)
