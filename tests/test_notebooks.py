@@ -1,8 +1,4 @@
-"""Work in progress for issue 3, not collected by pytest yet (the file name does not start
-with ``test_``): the thresholds are being made robust on 2 CPUs; rename it to
-``test_notebooks.py`` once it passes reliably.
-
-The notebooks: committed clean, and each one runs top to bottom with papermill on a sample
+"""The notebooks: committed clean, and each one runs top to bottom with papermill on a sample
 store, writes its results to the researcher's folder (never into the store) and, for the two
 training notebooks, reaches its quality bar on the validation split."""
 
