@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e ".[ml,test,hub]" torch==2.13.0
+	$(BIN)/pip install --quiet -e ".[ml,lab,test,hub]" torch==2.13.0
 	touch $@
 
 lint: venv

@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 import zarr
 
+from ..store.single_chunk import read_whole
+
 Region = tuple[slice, ...]
 
 
@@ -117,6 +119,8 @@ class ChunkCache:
         ``key`` names the array in the cache, e.g. ``(dataset, case_id, "image")``.
         """
         if not self.enabled:
+            if _is_whole(array, region):
+                return read_whole(array)
             return np.asarray(array[region])
         self._own()
         grid = [
@@ -150,7 +154,7 @@ class ChunkCache:
             slice(a * c, min((b + 1) * c, n))
             for a, b, c, n in zip(lo, hi, array.chunks, array.shape, strict=True)
         )
-        data = np.asarray(array[box])
+        data = read_whole(array) if _is_whole(array, box) else np.asarray(array[box])
         wanted = set(missing)
         fetched = {}
         for coord in itertools.product(*(range(a, b + 1) for a, b in zip(lo, hi, strict=True))):
@@ -165,3 +169,7 @@ class ChunkCache:
             self._store((key, coord), chunk)
             fetched[coord] = chunk
         return fetched
+
+
+def _is_whole(array: zarr.Array, region: Region) -> bool:
+    return all(s.start == 0 and s.stop == n for s, n in zip(region, array.shape, strict=True))
