@@ -107,6 +107,7 @@ $(WHEELHOUSE)/.done: $(VENV)/.installed pyproject.toml images/build.sh images/re
 
 # mbc-base:bookworm and mbc-base:bookworm-node; root only; skipped while images/base/build.sh is unchanged.
 base-image: docker-engine
+	@command -v debootstrap >/dev/null || { $(APT) update -qq && $(APT) install -y -qq debootstrap; }
 	$(SUDO) images/base/build.sh
 
 images: docker-engine base-image wheelhouse
