@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from .auth import DemoAuthenticator, MbcOAuthenticator, demo_traits, oidc_traits
 from .config import PlatformConfig, PlatformConfigError, is_loopback_url
@@ -30,6 +31,10 @@ def proxy_command(setting: str, project_dir: Path) -> list[str]:
         f"configurable-http-proxy not found (looked in {local} and on PATH): run `make proxy` "
         "or set hub.proxy_command"
     )
+
+
+def _binds_every_address(url: str) -> bool:
+    return (urlparse(url).hostname or "") in ("0.0.0.0", "::", "")
 
 
 def allowed_groups(cfg: PlatformConfig) -> set[str]:
@@ -58,6 +63,12 @@ def apply_platform_config(c: Any, cfg: PlatformConfig, project_dir: Path) -> Non
     c.JupyterHub.hub_bind_url = hub.hub_bind_url
     if hub.hub_connect_url:
         c.JupyterHub.hub_connect_url = hub.hub_connect_url
+    elif mode == "docker" and _binds_every_address(hub.hub_bind_url):
+        # The proxy runs beside the hub and reaches it on loopback (JupyterHub would use the
+        # machine's host name, which need not resolve); containers get the network's gateway
+        # from the spawner.
+        port = urlparse(hub.hub_bind_url).port or 8081
+        c.JupyterHub.hub_connect_url = f"http://127.0.0.1:{port}"
     c.JupyterHub.db_url = f"sqlite:///{hub.data_dir / 'jupyterhub.sqlite'}"
     c.JupyterHub.cookie_secret_file = str(hub.data_dir / "jupyterhub_cookie_secret")
     c.JupyterHub.pid_file = str(hub.data_dir / "jupyterhub.pid")

@@ -97,6 +97,14 @@ def test_container_modes_need_a_hub_address_containers_can_reach(tmp_path):
         configure(tmp_path, "spawner: {mode: docker}\n")
 
 
+def test_docker_hub_on_every_address_is_reached_on_loopback_by_its_proxy(tmp_path):
+    c, _ = configure(
+        tmp_path, "hub: {hub_bind_url: 'http://0.0.0.0:8181'}\nspawner: {mode: docker}\n"
+    )
+    assert c.JupyterHub.hub_bind_url == "http://0.0.0.0:8181"
+    assert c.JupyterHub.hub_connect_url == "http://127.0.0.1:8181"
+
+
 def test_docker_spawner_receives_the_policy(tmp_path):
     c, cfg = configure(tmp_path, CONTAINER_HUB + "spawner: {mode: docker}\n", MBC_GPUS="0")
     assert c.JupyterHub.spawner_class is MbcDockerSpawner and not c.JupyterHub.cleanup_servers
