@@ -31,7 +31,7 @@ from monai.transforms import Compose, RandFlipd, Resized
 from torch.utils.data import DataLoader
 
 from mbc_lib.data import CTPatchDataset, CTSliceDataset, FundusDataset
-from mbc_lib.notebook_helpers import accelerator, seed_everything
+from mbc_lib.notebook_helpers import accelerator, seed_everything, train_step
 from mbc_lib.sample.store import build_sample_store
 
 
@@ -125,12 +125,7 @@ def train_for(
             inputs = batch["image"].to(accel.device, non_blocking=True)
             target = batch["label"].to(accel.device, non_blocking=True)
             t1 = time.perf_counter()
-            optimizer.zero_grad(set_to_none=True)
-            with accel.autocast():
-                loss = loss_fn(model(inputs), target)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
+            train_step(model, inputs, target, loss_fn, optimizer, scaler, accel)
             sync()
             t2 = time.perf_counter()
             steps += 1

@@ -91,6 +91,25 @@ def write_json(path: Path, data: dict[str, Any]) -> Path:
     return path
 
 
+def train_step(
+    model: torch.nn.Module,
+    inputs: torch.Tensor,
+    target: torch.Tensor,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    accel: Accelerator,
+) -> torch.Tensor:
+    """One optimiser step under the accelerator's autocast, with gradient scaling; the loss."""
+    optimizer.zero_grad(set_to_none=True)
+    with accel.autocast():
+        loss = loss_fn(model(inputs), target)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    return loss
+
+
 def fit(
     model: torch.nn.Module,
     loader: Iterable[dict[str, Any]],
@@ -119,12 +138,7 @@ def fit(
         for batch in loader:
             inputs = batch[keys[0]].to(accel.device, non_blocking=True)
             target = batch[keys[1]].to(accel.device, non_blocking=True)
-            optimizer.zero_grad(set_to_none=True)
-            with accel.autocast():
-                loss = loss_fn(model(inputs), target)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
+            loss = train_step(model, inputs, target, loss_fn, optimizer, scaler, accel)
             if scheduler is not None:
                 scheduler.step()
             total += float(loss.detach())
