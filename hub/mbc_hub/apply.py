@@ -9,6 +9,7 @@ from urllib.parse import urlparse
 
 from .auth import DemoAuthenticator, MbcOAuthenticator, demo_traits, oidc_traits
 from .config import PlatformConfig, PlatformConfigError, is_loopback_url
+from .network import api_port
 from .policy import dataset_groups
 from .services import idle_culler
 from .spawner import MbcDockerSpawner, MbcLocalSpawner, MbcSwarmSpawner
@@ -67,8 +68,7 @@ def apply_platform_config(c: Any, cfg: PlatformConfig, project_dir: Path) -> Non
         # The proxy runs beside the hub and reaches it on loopback (JupyterHub would use the
         # machine's host name, which need not resolve); containers get the network's gateway
         # from the spawner.
-        port = urlparse(hub.hub_bind_url).port or 8081
-        c.JupyterHub.hub_connect_url = f"http://127.0.0.1:{port}"
+        c.JupyterHub.hub_connect_url = f"http://127.0.0.1:{api_port(hub.hub_bind_url)}"
     c.JupyterHub.db_url = f"sqlite:///{hub.data_dir / 'jupyterhub.sqlite'}"
     c.JupyterHub.cookie_secret_file = str(hub.data_dir / "jupyterhub_cookie_secret")
     c.JupyterHub.pid_file = str(hub.data_dir / "jupyterhub.pid")

@@ -44,7 +44,11 @@ def gateway(network: dict[str, Any]) -> str:
     raise PlatformConfigError(f"docker network {network.get('Name')!r} has no IPv4 gateway")
 
 
+def api_port(bind_url: str) -> int:
+    """The port of the hub API bound to ``bind_url`` (JupyterHub's default: 8081)."""
+    return urlparse(bind_url).port or 8081
+
+
 def hub_connect_url(bind_url: str, network: dict[str, Any]) -> str:
     """How containers on ``network`` reach a hub API bound to ``bind_url`` on the host."""
-    parsed = urlparse(bind_url)
-    return f"{parsed.scheme}://{gateway(network)}:{parsed.port or 8081}"
+    return f"{urlparse(bind_url).scheme}://{gateway(network)}:{api_port(bind_url)}"

@@ -184,7 +184,8 @@ class MbcLocalSpawner(PolicyMixin, SimpleLocalProcessSpawner):
 class ContainerPolicyMixin(ProfileFormMixin):
     """Turns the policy's :class:`SpawnPlan` into DockerSpawner's settings."""
 
-    scheduler_assigns_gpu: ClassVar[bool] = False
+    #: servers are Swarm services: an overlay network, and Swarm places GPUs itself
+    on_swarm: ClassVar[bool] = False
 
     @default("format_volume_name")
     def _format_volume_name_default(self):
@@ -224,7 +225,7 @@ class ContainerPolicyMixin(ProfileFormMixin):
             gpu=gpu,
             groups_of_datasets=dataset_groups(self.cfg.store.manifest_dir),
             present=present_datasets(self.cfg.store.host_path),
-            scheduler_assigns_gpu=self.scheduler_assigns_gpu,
+            scheduler_assigns_gpu=self.on_swarm,
         )
 
     def apply_plan(self, plan: SpawnPlan) -> None:
@@ -239,11 +240,10 @@ class ContainerPolicyMixin(ProfileFormMixin):
 
     async def prepare_network(self) -> None:
         """The platform network (created internal if missing); the hub's address on it."""
-        swarm = self.scheduler_assigns_gpu
         network = await asyncio.to_thread(
-            ensure_network, self.client, self.cfg.docker.network, swarm=swarm
+            ensure_network, self.client, self.cfg.docker.network, swarm=self.on_swarm
         )
-        if not self.cfg.hub.hub_connect_url and not swarm:
+        if not self.cfg.hub.hub_connect_url and not self.on_swarm:
             # A hub on the host: containers reach it at the network's gateway address.
             self.hub_connect_url = hub_connect_url(self.cfg.hub.hub_bind_url, network)
 
@@ -320,7 +320,7 @@ class MbcDockerSpawner(ContainerPolicyMixin, DockerSpawner):
 class MbcSwarmSpawner(ContainerPolicyMixin, SwarmSpawner):
     """A Swarm service per researcher, for a hub that spans several machines."""
 
-    scheduler_assigns_gpu: ClassVar[bool] = True
+    on_swarm: ClassVar[bool] = True
     _plan_mounts: list[dict[str, Any]] | None = None
 
     @default("extra_endpoint_spec")
