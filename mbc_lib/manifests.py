@@ -77,6 +77,28 @@ class Manifest:
             return {}
         return {int(k): v["name"] for k, v in self.segmentation["classes"].items()}
 
+    @property
+    def volumes(self) -> dict[str, tuple[int, ...]]:
+        """Catalog volume columns (``<name>_ml``) and the mask values each one adds up."""
+        seg = self.segmentation or {}
+        return {
+            name: tuple(int(v) for v in values) for name, values in seg.get("volumes", {}).items()
+        }
+
+    @property
+    def involvement(self) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
+        """(lesion values, region values) of ``involvement_pct``, if the manifest asks for it."""
+        spec = (self.segmentation or {}).get("involvement")
+        if not spec:
+            return None
+        return tuple(int(v) for v in spec["lesions"]), tuple(int(v) for v in spec["region"])
+
+    @property
+    def label_stat_names(self) -> tuple[str, ...]:
+        """The catalog columns computed from a case's mask, in order."""
+        names = [f"{name}_ml" for name in self.volumes]
+        return (*names, "involvement_pct") if self.involvement else tuple(names)
+
     def to_dict(self) -> dict[str, Any]:
         """The manifest as plain JSON-able data (stored in the dataset's group attributes)."""
         return dict(self.raw)
@@ -121,6 +143,7 @@ def parse_manifest(data: dict[str, Any], source: str = "<manifest>") -> Manifest
         classes = seg.get("classes") if isinstance(seg, dict) else None
         if not isinstance(classes, dict) or 0 not in {int(k) for k in classes}:
             raise _fail(source, "segmentation.classes must map integers (0 = background) to names")
+        _check_volumes(seg, {int(k) for k in classes}, source)
     split = data.get("split") or {"train": 0.7, "val": 0.15, "test": 0.15}
     if set(split) != {"train", "val", "test"} or abs(sum(split.values()) - 1.0) > 1e-6:
         raise _fail(source, "split must give train, val and test fractions summing to 1")
@@ -142,6 +165,25 @@ def parse_manifest(data: dict[str, Any], source: str = "<manifest>") -> Manifest
         deid_options=options,
         raw=data,
     )
+
+
+def _check_volumes(seg: dict[str, Any], classes: set[int], source: str) -> None:
+    """``volumes`` and ``involvement`` name only classes the manifest defines."""
+    volumes = seg.get("volumes") or {}
+    if not isinstance(volumes, dict):
+        raise _fail(source, "segmentation.volumes must map column names to lists of classes")
+    groups = [(f"volumes.{k}", v) for k, v in volumes.items()]
+    involvement = seg.get("involvement")
+    if involvement is not None:
+        if not isinstance(involvement, dict) or set(involvement) != {"lesions", "region"}:
+            raise _fail(source, "segmentation.involvement needs 'lesions' and 'region' lists")
+        groups += [(f"involvement.{k}", v) for k, v in involvement.items()]
+    for where, values in groups:
+        if not re.fullmatch(r"[a-z0-9_.]+", where) or not isinstance(values, list) or not values:
+            raise _fail(source, f"segmentation.{where} must be a non-empty list of classes")
+        unknown = {int(v) for v in values} - classes
+        if unknown or 0 in {int(v) for v in values}:
+            raise _fail(source, f"segmentation.{where} names classes not in the manifest")
 
 
 def load_manifest(path: Path) -> Manifest:

@@ -26,6 +26,7 @@ from pydicom.errors import InvalidDicomError
 
 from .deid.keys import DERIVED_UID_RE, PSEUDONYM_RE
 from .manifests import Manifest
+from .store.schema import CASE_ATTR_KEYS
 
 JPEG_SOI = b"\xff\xd8\xff"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -272,36 +273,6 @@ def check_mask_npz(data: bytes) -> list[str]:
 
 
 # -- store attributes ------------------------------------------------------------------------
-CASE_ATTR_KEYS = frozenset(
-    {
-        "case_id",
-        "kind",
-        "dataset",
-        "modality",
-        "patient",
-        "study_uid",
-        "series_uid",
-        "labels",
-        "label_stats",
-        "shape",
-        "dtype",
-        "dims",
-        "spacing",
-        "unit",
-        "origin",
-        "direction",
-        "frame",
-        "checksum",
-        "n_source_files",
-        "photometric",
-        "transfer_syntax",
-        "sop_class",
-        "value_units",
-        "ingested_at",
-    }
-)
-
-
 def check_case_attrs(attrs: dict[str, Any], manifest: Manifest) -> list[str]:
     """The ``mbc`` attributes of a stored case hold only whitelisted, non-identifying fields."""
     problems = [f"unexpected case attribute {k!r}" for k in sorted(set(attrs) - CASE_ATTR_KEYS)]

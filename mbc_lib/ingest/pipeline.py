@@ -21,6 +21,7 @@ from ..errors import MbcError, RefusedError
 from ..manifests import LABEL_DTYPES, Manifest, get_manifest
 from ..progress import progress as progress_bar
 from ..store.catalog import write_catalog
+from ..store.schema import label_stats
 from ..store.writer import CaseData, StoreWriter
 from . import convert
 from .quarantine import Quarantine
@@ -430,7 +431,7 @@ def _ingest_ct(
             "value_units": "HU",
         }
         if mask is not None:
-            attrs["label_stats"] = _lesion_stats(mask, vol.spacing)
+            attrs["label_stats"] = label_stats(mask, vol.spacing, run.manifest)
         case = CaseData(
             case_id=convert.case_id("ct", uid),
             kind="ct-volume",
@@ -447,15 +448,3 @@ def _ingest_ct(
     for f in masks:
         if f.rel not in used_masks:
             run.refuse(f, "no series in this input matches the mask's SOP Instance UIDs")
-
-
-def _lesion_stats(mask: np.ndarray, spacing: tuple[float, float, float]) -> dict[str, float]:
-    ml = float(np.prod(spacing)) / 1000.0
-    counts = np.bincount(mask.ravel(), minlength=4)
-    lung = int(counts[1:4].sum())
-    return {
-        "lung_ml": round(lung * ml, 2),
-        "ggo_ml": round(int(counts[2]) * ml, 2),
-        "consolidation_ml": round(int(counts[3]) * ml, 2),
-        "involvement_pct": round(100.0 * int(counts[2] + counts[3]) / lung, 2) if lung else 0.0,
-    }

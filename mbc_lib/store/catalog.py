@@ -13,22 +13,9 @@ import pandas as pd
 
 from ..manifests import Manifest
 from . import layout
+from .schema import catalog_columns
 
 SPLITS = ("train", "val", "test")
-BASE_COLUMNS = [
-    "case_id",
-    "patient",
-    "split",
-    "kind",
-    "modality",
-    "shape",
-    "spacing",
-    "unit",
-    "study_uid",
-    "series_uid",
-    "n_source_files",
-    "checksum",
-]
 
 
 def read_case_attrs(root: Path, dataset: str) -> list[dict[str, Any]]:
@@ -94,13 +81,11 @@ def build_catalog(
         }
         for name in manifest.label_columns:
             row[name] = (c.get("labels") or {}).get(name)
-        for name, value in (c.get("label_stats") or {}).items():
-            row[name] = value
+        stats = c.get("label_stats") or {}
+        for name in manifest.label_stat_names:
+            row[name] = stats.get(name)
         rows.append(row)
-    frame = pd.DataFrame(rows)
-    if frame.empty:
-        frame = pd.DataFrame(columns=BASE_COLUMNS + list(manifest.label_columns))
-    return frame
+    return pd.DataFrame(rows, columns=list(catalog_columns(manifest)))
 
 
 def read_catalog(root: Path, dataset: str) -> pd.DataFrame | None:
