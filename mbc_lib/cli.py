@@ -64,6 +64,7 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
         deid_key_file=Path(args.deid_key_file) if args.deid_key_file else None,
         quarantine=Path(args.quarantine) if args.quarantine else None,
         progress=not args.quiet,
+        pixel_budget=args.max_pixels,
     )
     print(result.summary())
     return 0
@@ -161,7 +162,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--quarantine",
         metavar="DIR",
-        help="where refused files go (default: STORE's sibling STORE.quarantine)",
+        help="where refused files go (default: STORE's sibling STORE.quarantine; "
+        "never inside STORE or SRC)",
+    )
+    p.add_argument(
+        "--max-pixels",
+        type=int,
+        metavar="N",
+        help="pixels any one image may declare before it is refused undecoded "
+        "(default: $MBC_MAX_PIXELS or 134217728)",
     )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_ingest)

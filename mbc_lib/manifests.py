@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -43,6 +44,8 @@ class LabelColumn:
             typed = LABEL_DTYPES[self.dtype](value)
         except (TypeError, ValueError):
             return f"column {self.name!r}: {value!r} is not {self.dtype}"
+        if isinstance(typed, float) and not math.isfinite(typed):
+            return f"column {self.name!r}: {value!r} is not a finite number"
         if self.values is not None and typed not in self.values:
             return f"column {self.name!r}: {value!r} not one of {list(self.values)}"
         if self.min is not None and typed < self.min:

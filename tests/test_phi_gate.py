@@ -14,6 +14,7 @@ from pydicom.sequence import Sequence
 
 from mbc_lib import phi_gate
 from mbc_lib.deid.keys import DeidKey
+from mbc_lib.deid.profile import METHOD_CODES
 from mbc_lib.manifests import get_manifest
 
 KEY = DeidKey(b"k" * 32)
@@ -37,11 +38,21 @@ def clean_ct() -> Dataset:
         if keyword in ds:
             delattr(ds, keyword)
     ds.PatientIdentityRemoved = "YES"
-    code = Dataset()
-    code.CodeValue, code.CodingSchemeDesignator = "113100", "DCM"
-    code.CodeMeaning = "Basic Application Confidentiality Profile"
-    ds.DeidentificationMethodCodeSequence = Sequence([code])
+    codes = []
+    for value, meaning in METHOD_CODES:  # the profile and the three options it keeps with
+        code = Dataset()
+        code.CodeValue, code.CodingSchemeDesignator, code.CodeMeaning = value, "DCM", meaning
+        codes.append(code)
+    ds.DeidentificationMethodCodeSequence = Sequence(codes)
     return ds
+
+
+def test_an_object_is_checked_against_the_options_it_records():
+    ds = clean_ct()
+    ds.ImageComments = "kept and cleaned under Clean Descriptors"
+    assert phi_gate.check_dicom_dataset(ds) == []
+    ds.DeidentificationMethodCodeSequence = Sequence(ds.DeidentificationMethodCodeSequence[:1])
+    assert "ImageComments should have been removed" in phi_gate.check_dicom_dataset(ds)
 
 
 def test_clean_dicom_passes():

@@ -7,17 +7,14 @@ touched. Pixel data and the transfer syntax are never changed.
 
 from __future__ import annotations
 
-import io
-import os
 import re
 import warnings
 from datetime import date, timedelta
 from functools import lru_cache
 from pathlib import Path
 
-import pydicom
 from pydicom._uid_dict import UID_dictionary
-from pydicom.charset import decode_bytes
+from pydicom.charset import convert_encodings, decode_bytes, encode_string
 from pydicom.datadict import keyword_dict
 from pydicom.dataelem import DataElement, RawDataElement, convert_raw_data_element
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -28,12 +25,15 @@ from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
+from ..atomic import atomic_path
+from ..manifests import DEID_OPTIONS
+from ..sources.dicom import MalformedDicom
+from ..sources.dicom import read_dicom as read_source_dicom
 from .keys import DeidKey
 from .profile import (
     CLEAN,
     DUMMY,
     EMPTY,
-    METHOD_CODES,
     PATIENT_ID,
     PATIENT_NAME,
     RECURSE,
@@ -66,6 +66,7 @@ _METHOD = BaseTag(_T["DeidentificationMethod"])
 _METHOD_SEQ = BaseTag(_T["DeidentificationMethodCodeSequence"])
 _TEMPORAL_MODIFIED = BaseTag(_T["LongitudinalTemporalInformationModified"])
 _DELIMITERS = {0x5C, 0x5E, 0x3D}  # \\ ^ =
+_ESC = b"\x1b"
 _DICOMDIR_CLASS = "1.2.840.10008.1.3.10"
 #: Conversion types whose pixels are likely to carry burned-in text (PS3.3 C.8.6.1).
 RISKY_CONVERSION_TYPES = frozenset({"DV", "DI", "DF", "WSD", "SD", "SI", "DRW"})
@@ -299,19 +300,25 @@ def _padded(text: str, vr: str) -> bytes:
     return data + (b"\x00" if vr == "UI" else b" ") if len(data) % 2 else data
 
 
-@lru_cache(maxsize=8)
-def _method_sequence_bytes(implicit: bool, little: bool) -> bytes:
-    """The encoded items of the De-identification Method Code Sequence."""
+def _method_items(codes: tuple[tuple[str, str], ...]) -> list[Dataset]:
     items = []
-    for value, meaning in METHOD_CODES:
+    for value, meaning in codes:
         item = Dataset()
         item.CodeValue = value
         item.CodingSchemeDesignator = "DCM"
         item.CodeMeaning = meaning
         items.append(item)
+    return items
+
+
+@lru_cache(maxsize=32)
+def _method_sequence_bytes(
+    implicit: bool, little: bool, codes: tuple[tuple[str, str], ...]
+) -> bytes:
+    """The encoded items of the De-identification Method Code Sequence."""
     buffer = DicomBytesIO()
     buffer.is_implicit_VR, buffer.is_little_endian = implicit, little
-    write_sequence(buffer, DataElement(_METHOD_SEQ, "SQ", items), ["iso8859"])
+    write_sequence(buffer, DataElement(_METHOD_SEQ, "SQ", _method_items(codes)), ["iso8859"])
     return buffer.getvalue()
 
 
@@ -331,10 +338,10 @@ class _Elements:
         data = _padded(joined, vr)
         return RawDataElement(tag, vr, len(data), data, 0, self.implicit, self.little)
 
-    def method_sequence(self) -> object:
+    def method_sequence(self, codes: tuple[tuple[str, str], ...]) -> object:
         if not self.raw:
-            return None
-        data = _method_sequence_bytes(self.implicit, self.little)
+            return DataElement(_METHOD_SEQ, "SQ", _method_items(codes))
+        data = _method_sequence_bytes(self.implicit, self.little, codes)
         return RawDataElement(_METHOD_SEQ, "SQ", len(data), data, 0, self.implicit, self.little)
 
 
@@ -456,6 +463,8 @@ class _Walker:
         for ds, tag, vr, values in self.deferred:
             cleaned = [c for c in (_clean(v, pattern) for v in values) if c]
             if cleaned != values:
+                if cleaned and encode_text(ds, "\\".join(cleaned)) is None:
+                    cleaned = []  # what is left cannot be written in the object's charset
                 ds._dict[tag] = DataElement(tag, vr, _one_or_many(cleaned))
                 self.counts.cleaned += 1
 
@@ -475,17 +484,45 @@ def _sequence(ds: Dataset, tag: int) -> Sequence:
 
 
 def _text_values(ds: Dataset, elem: object) -> list[str]:
-    """Text values of an element, decoded with the object's character set."""
+    """Text values of an element, decoded with the character set that applies to ``ds``."""
     value = elem.value  # type: ignore[attr-defined]
-    if isinstance(value, bytes) and not value.isascii():
-        value = decode_bytes(value, ds._character_set, _DELIMITERS)
     if isinstance(value, bytes):
-        value = value.decode("ascii")
+        value = decode_text(ds, value)
     if isinstance(value, str):
         return [v.strip("\x00 ") for v in value.split("\\") if v.strip("\x00 ")]
     if isinstance(value, Sequence):
         return []
     return _strings(value)
+
+
+def encodings(ds: Dataset) -> list[str]:
+    """Python codecs of the Specific Character Set that applies to ``ds`` (an item inherits
+    its parent's)."""
+    return convert_encodings(ds._character_set)
+
+
+def decode_text(ds: Dataset, raw: bytes) -> str:
+    """A text value's bytes as a string, in the data set's character set.
+
+    ISO 2022 code extensions (Japanese ISO 2022 IR 87 / IR 159, Korean IR 149) switch
+    with escape sequences and are 7-bit: their bytes look like ASCII, so bytes are only
+    taken as ASCII when they hold neither 8-bit bytes nor an ESC.
+    """
+    if raw.isascii() and _ESC not in raw:
+        return raw.decode("ascii")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return decode_bytes(raw, encodings(ds), _DELIMITERS)
+
+
+def encode_text(ds: Dataset, text: str) -> bytes | None:
+    """``text`` encoded in the data set's character set; None if it cannot be, exactly."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        try:
+            return encode_string(text, encodings(ds))
+        except (UnicodeError, UserWarning, LookupError):
+            return None
 
 
 def _patient_basis(ds: Dataset) -> str:
@@ -500,38 +537,18 @@ def _patient_basis(ds: Dataset) -> str:
 
 def _record_method(ds: Dataset, pseudonym: str, profile: Profile, make: _Elements) -> None:
     d = ds._dict
+    codes = profile.method_codes
+    method = ["mbc deid", f"PS3.15 E.1-1 Basic Profile ({profile.edition})"]
+    method += [meaning.replace(" Option", "") for _, meaning in codes[1:]]
     for tag, vr, value in (
         (_PATIENT_ID, "LO", pseudonym),
         (_PATIENT_NAME, "PN", pseudonym),
         (_IDENTITY_REMOVED, "CS", "YES"),
-        (
-            _METHOD,
-            "LO",
-            [
-                "mbc deid",
-                f"PS3.15 E.1-1 Basic Profile ({profile.edition})",
-                "Retain Longitudinal Modified Dates",
-                "Retain Patient Characteristics",
-                "Clean Descriptors",
-            ],
-        ),
+        (_METHOD, "LO", method),
         (_TEMPORAL_MODIFIED, "CS", "MODIFIED"),
     ):
         d[tag] = make.text(tag, vr, value)
-    sequence = make.method_sequence()
-    if sequence is None:
-        ds.DeidentificationMethodCodeSequence = [
-            Dataset.from_json(
-                {
-                    "00080100": {"vr": "SH", "Value": [v]},
-                    "00080102": {"vr": "SH", "Value": ["DCM"]},
-                    "00080104": {"vr": "LO", "Value": [m]},
-                }
-            )
-            for v, m in METHOD_CODES
-        ]
-    else:
-        d[_METHOD_SEQ] = sequence
+    d[_METHOD_SEQ] = make.method_sequence(codes)
 
 
 def _rebuild_file_meta(ds: Dataset, key: DeidKey) -> None:
@@ -552,9 +569,12 @@ def _rebuild_file_meta(ds: Dataset, key: DeidKey) -> None:
     ds.preamble = b"\x00" * 128
 
 
-def deidentify_dataset(ds: Dataset, key: DeidKey) -> ActionCounts:
-    """De-identify ``ds`` in place (no refusal checks; see :func:`refusal_reason`)."""
-    profile = get_profile()
+def deidentify_dataset(
+    ds: Dataset, key: DeidKey, options: tuple[str, ...] = DEID_OPTIONS
+) -> ActionCounts:
+    """De-identify ``ds`` in place with the manifest ``options`` (no refusal checks; see
+    :func:`refusal_reason`)."""
+    profile = get_profile(options)
     make = _Elements(ds)
     walker = _Walker(key, profile, _patient_basis(ds), make)
     walker.walk(ds, True)
@@ -567,27 +587,20 @@ def deidentify_dataset(ds: Dataset, key: DeidKey) -> ActionCounts:
 def read_dicom(src: Path | bytes, *, force: bool = False) -> Dataset:
     """Read a whole DICOM file (a path or its bytes); :class:`DicomRefused` if unreadable."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return pydicom.dcmread(io.BytesIO(src) if isinstance(src, bytes) else src, force=force)
-    except Exception as exc:  # noqa: BLE001 - any reader failure is a refusal
-        raise DicomRefused(f"not readable as DICOM: {describe_error(exc)}") from None
+        return read_source_dicom(src, force=force)
+    except MalformedDicom as exc:
+        raise DicomRefused(str(exc)) from None
 
 
 def write_dicom(ds: Dataset, dst: Path) -> None:
     """Write as a conformant DICOM file (preamble, file meta), atomically."""
-    if not dst.parent.is_dir():
-        dst.parent.mkdir(parents=True, exist_ok=True)
-    part = dst.with_name(dst.name + ".part")
-    try:
-        ds.save_as(part, enforce_file_format=True)
-        os.replace(part, dst)
-    except BaseException:
-        part.unlink(missing_ok=True)
-        raise
+    with atomic_path(dst) as tmp:
+        ds.save_as(tmp, enforce_file_format=True)
 
 
-def deid_dicom_dataset(ds: Dataset, dst: Path, key: DeidKey) -> ActionCounts:
+def deid_dicom_dataset(
+    ds: Dataset, dst: Path, key: DeidKey, *, options: tuple[str, ...] = DEID_OPTIONS
+) -> ActionCounts:
     """Check, de-identify and write an already read dataset; raises DicomRefused."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -598,7 +611,7 @@ def deid_dicom_dataset(ds: Dataset, dst: Path, key: DeidKey) -> ActionCounts:
         if reason:
             raise DicomRefused(reason)
         try:
-            counts = deidentify_dataset(ds, key)
+            counts = deidentify_dataset(ds, key, tuple(options))
         except DicomRefused:
             raise
         except Exception as exc:  # noqa: BLE001 - a dataset that cannot be walked
@@ -610,11 +623,18 @@ def deid_dicom_dataset(ds: Dataset, dst: Path, key: DeidKey) -> ActionCounts:
     return counts
 
 
-def deid_dicom_file(src: Path, dst: Path, key: DeidKey, *, force: bool = False) -> FileResult:
+def deid_dicom_file(
+    src: Path,
+    dst: Path,
+    key: DeidKey,
+    *,
+    force: bool = False,
+    options: tuple[str, ...] = DEID_OPTIONS,
+) -> FileResult:
     """De-identify one DICOM file to ``dst``; a refused file writes nothing."""
     try:
         ds = read_dicom(Path(src), force=force)
-        counts = deid_dicom_dataset(ds, Path(dst), key)
+        counts = deid_dicom_dataset(ds, Path(dst), key, options=options)
     except DicomRefused as exc:
         return FileResult.refused(str(src), "dicom", str(exc))
     return FileResult(

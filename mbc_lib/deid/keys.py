@@ -11,6 +11,7 @@ import hmac
 import os
 import re
 import secrets
+import stat
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -26,11 +27,34 @@ MAX_SHIFT_DAYS = 3650
 MIN_KEY_BYTES = 32
 
 
-def _read_key_bytes(path: Path) -> bytes:
+def check_key_file(path: Path) -> Path:
+    """Refuse a key file that is missing, not a regular file, or open to group or others.
+
+    As ssh does for private keys: the secret links pseudonyms to patients, so only its
+    owner may read it. ``mbc deid`` and ``mbc ingest`` both check a key through here.
+    """
+    path = Path(path)
     try:
-        raw = path.read_bytes()
+        info = path.stat()
     except FileNotFoundError:
         raise MbcError(f"key file not found: {path}") from None
+    except OSError as exc:
+        raise MbcError(f"cannot read key file {path}: {exc.strerror}") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise MbcError(f"key file {path} is not a regular file")
+    mode = stat.S_IMODE(info.st_mode)
+    if mode & 0o077:
+        raise MbcError(
+            f"key file {path} is accessible by group or others (mode {mode:04o}); "
+            f"run: chmod 600 {path}"
+        )
+    return path
+
+
+def _read_key_bytes(path: Path) -> bytes:
+    check_key_file(path)
+    try:
+        raw = path.read_bytes()
     except OSError as exc:
         raise MbcError(f"cannot read key file {path}: {exc.strerror}") from None
     text = raw.strip()

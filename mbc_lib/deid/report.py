@@ -7,11 +7,12 @@ error texts, paths are relative to the source folder.
 from __future__ import annotations
 
 import json
-import re
 from collections import Counter
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
+
+from ..errors import describe_error, one_line
 
 REPORT_JSON = "deid-report.json"
 REPORT_TEXT = "deid-report.txt"
@@ -68,21 +69,6 @@ class FileResult:
             "output": self.output,
             "actions": self.actions.as_dict(),
         }
-
-
-_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"|b'[^']*'")
-
-
-def one_line(text: str, limit: int = 200) -> str:
-    """A single line of at most ``limit`` characters."""
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def describe_error(exc: BaseException) -> str:
-    """Exception type and message with quoted values redacted (they may be PHI)."""
-    message = _QUOTED.sub("'…'", str(exc)) or "no details"
-    return one_line(f"{type(exc).__name__}: {message}", 160)
 
 
 def reason_group(reason: str | None) -> str:

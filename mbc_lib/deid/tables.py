@@ -17,9 +17,10 @@ import numpy as np
 from pydicom._uid_dict import UID_dictionary
 
 from ..manifests import Manifest
+from ..sources.tables import TableError, describe_duplicates, duplicate_keys, read_table
+from ..sources.walk import MASK_FOLDER
 from .keys import DeidKey
 
-MASK_FOLDER = "masks"
 MASK_ARRAYS = ("labels", "sop_instance_uids")
 
 
@@ -33,40 +34,24 @@ def map_uid(key: DeidKey, value: str) -> str:
     return value if (not value or value in UID_dictionary) else key.uid(value)
 
 
-def dataset_manifest(path: Path, root: Path, manifests: dict[str, Manifest]) -> Manifest | None:
-    """The manifest of the nearest folder (up to ``root``) whose name is a dataset name."""
-    root = root.resolve()
-    for folder in path.resolve().parents:
-        if folder.name in manifests:
-            return manifests[folder.name]
-        if folder == root:
-            break
-    return None
-
-
-def is_label_table(path: Path, manifest: Manifest | None) -> bool:
-    return (
-        manifest is not None
-        and manifest.label_file is not None
-        and (path.name == manifest.label_file)
-    )
-
-
-def is_mask(path: Path, manifest: Manifest | None) -> bool:
-    return manifest is not None and path.suffix == ".npz" and path.parent.name == MASK_FOLDER
+def dataset_of(root: Path, rel: str, manifests: dict[str, Manifest]) -> tuple[Manifest | None, str]:
+    """The manifest of the nearest folder named after a dataset (``root`` itself included),
+    and the file's path inside that folder; ``(None, rel)`` outside every dataset folder."""
+    parts = rel.split("/")
+    folders = [Path(root).name, *parts[:-1]]
+    for depth in range(len(folders) - 1, -1, -1):
+        if folders[depth] in manifests:
+            return manifests[folders[depth]], "/".join(parts[depth:])
+    return None, rel
 
 
 def deid_labels(data: bytes, manifest: Manifest, key: DeidKey) -> bytes:
     """Pseudonymise a label table; raise :class:`TableRefused` for unknown columns/values."""
     try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise TableRefused("label table is not UTF-8 text") from None
-    rows = list(csv.reader(io.StringIO(text, newline="")))
-    if not rows or not rows[0]:
-        raise TableRefused("label table has no header row")
-    header = [h.strip() for h in rows[0]]
-    for name in header:
+        table = read_table(data)
+    except TableError as exc:
+        raise TableRefused(str(exc)) from None
+    for name in table.header:
         if not (
             name in ("patient_id", "path")
             or name.endswith("_uid")
@@ -76,20 +61,19 @@ def deid_labels(data: bytes, manifest: Manifest, key: DeidKey) -> bytes:
                 f"column {name!r} is not declared in dataset manifest {manifest.name!r} "
                 "(free text could carry PHI)"
             )
+    if not table.rows:
+        raise TableRefused("label table holds no rows")
+    key_column = manifest.label_key or "path"
+    if key_column not in table.header:
+        raise TableRefused(f"label table lacks its key column {key_column!r}")
+    duplicates = duplicate_keys(table, key_column)
+    if duplicates:
+        raise TableRefused(describe_duplicates(duplicates))
     out = io.StringIO(newline="")
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(header)
-    for number, row in enumerate(rows[1:], start=2):
-        if not any(cell.strip() for cell in row):
-            continue
-        if len(row) != len(header):
-            raise TableRefused(f"row {number} has {len(row)} cells, header has {len(header)}")
-        writer.writerow(
-            [
-                _cell(name, cell, number, manifest, key)
-                for name, cell in zip(header, row, strict=True)
-            ]
-        )
+    writer.writerow(table.header)
+    for number, row in table.rows:
+        writer.writerow([_cell(name, row[name], number, manifest, key) for name in table.header])
     return out.getvalue().encode("utf-8")
 
 
@@ -155,10 +139,8 @@ __all__ = [
     "MASK_ARRAYS",
     "MASK_FOLDER",
     "TableRefused",
-    "dataset_manifest",
+    "dataset_of",
     "deid_labels",
     "deid_mask",
-    "is_label_table",
-    "is_mask",
     "map_uid",
 ]

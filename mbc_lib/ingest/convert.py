@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import io
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -12,6 +13,9 @@ import pydicom
 from PIL import Image
 from pydicom.dataset import Dataset
 from pydicom.pixels import apply_modality_lut
+
+from ..errors import describe_error
+from ..sources.limits import DEFAULT_MAX_PIXELS, OverBudget, check_pixels
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 ENHANCED_CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2.1"
@@ -36,43 +40,119 @@ class Volume:
     sop_uids: list[str]  # SOP Instance UID of each z index
 
 
-def _floats(value: object, n: int, what: str) -> np.ndarray:
+@dataclass(frozen=True, slots=True)
+class Slice:
+    """What stacking needs of one CT slice, read from its header (a few hundred bytes)."""
+
+    sop_uid: str
+    rows: int
+    columns: int
+    orientation: tuple[float, ...]  # Image Orientation (Patient): row then column cosines
+    position: tuple[float, float, float]  # Image Position (Patient), mm
+    pixel_spacing: tuple[float, float]  # mm between rows, between columns
+
+
+def _floats(value: object, n: int, what: str) -> tuple[float, ...]:
     try:
-        arr = np.array([float(v) for v in value], dtype=np.float64)  # type: ignore[attr-defined]
+        arr = tuple(float(v) for v in value)  # type: ignore[attr-defined]
     except (TypeError, ValueError):
         raise ConversionError(f"{what} missing or not numeric") from None
-    if arr.shape != (n,):
+    if len(arr) != n:
         raise ConversionError(f"{what} must have {n} values")
+    if not all(math.isfinite(v) for v in arr):
+        raise ConversionError(f"{what} holds a value that is not finite (NaN or infinite)")
     return arr
 
 
-def ct_volume(headers: Sequence[Dataset], read_pixels: callable) -> Volume:  # type: ignore[valid-type]
+def _count(ds: Dataset, keyword: str) -> int:
+    value = ds.get(keyword)
+    if value is None or value == "":
+        raise ConversionError(f"no {keyword}")
+    try:
+        count = int(value)
+    except (TypeError, ValueError):
+        raise ConversionError(f"{keyword} is not a number") from None
+    if count < 1:
+        raise ConversionError(f"{keyword} is {count}")
+    return count
+
+
+def rescale(ds: Dataset) -> tuple[float, float]:
+    """Rescale Slope and Intercept (1, 0 when absent); refused when not finite numbers."""
+    values = []
+    for keyword, default in (("RescaleSlope", 1.0), ("RescaleIntercept", 0.0)):
+        raw = ds.get(keyword)
+        try:
+            value = default if raw is None or raw == "" else float(raw)
+        except (TypeError, ValueError):
+            raise ConversionError(f"{keyword} is not a number") from None
+        if not math.isfinite(value):
+            raise ConversionError(f"{keyword} is not finite")
+        values.append(value)
+    return values[0], values[1]
+
+
+def ct_slice(ds: Dataset, budget: int) -> Slice:
+    """The stacking geometry of one CT slice header; :class:`ConversionError` if unusable."""
+    uid = str(ds.get("SOPInstanceUID", "") or "").strip()
+    if not uid:
+        raise ConversionError("no SOP Instance UID")
+    rows, columns = _count(ds, "Rows"), _count(ds, "Columns")
+    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    try:
+        check_pixels(rows * columns * samples, budget, f"a {rows} x {columns} slice")
+    except OverBudget as exc:
+        raise ConversionError(str(exc)) from None
+    rescale(ds)
+    return Slice(
+        sop_uid=uid,
+        rows=rows,
+        columns=columns,
+        orientation=_floats(ds.get("ImageOrientationPatient"), 6, "Image Orientation (Patient)"),
+        position=_floats(ds.get("ImagePositionPatient"), 3, "Image Position (Patient)"),
+        pixel_spacing=_floats(ds.get("PixelSpacing"), 2, "Pixel Spacing"),  # type: ignore[arg-type]
+    )
+
+
+def _in_int16(hu: np.ndarray) -> np.ndarray:
+    """Round to int16; refuse values that int16 cannot hold instead of clipping them."""
+    if hu.dtype.kind == "f" and not np.isfinite(hu).all():
+        raise ConversionError("rescaled values are not finite (check Rescale Slope/Intercept)")
+    low, high = (float(hu.min()), float(hu.max())) if hu.size else (0.0, 0.0)
+    if low < -32768 or high > 32767:
+        raise ConversionError(
+            f"rescaled values {low:.4g} to {high:.4g} overflow int16 "
+            "(check Rescale Slope/Intercept)"
+        )
+    return np.rint(hu).astype(np.int16) if hu.dtype.kind == "f" else hu.astype(np.int16)
+
+
+def ct_volume(slices: Sequence[Slice], read_pixels: Callable[[int], Dataset]) -> Volume:
     """Stack one CT series, ordered along the slice normal, into an int16 HU volume.
 
-    ``headers`` are the series' datasets without pixels; ``read_pixels(i)`` returns the
-    full dataset of slice ``i``. Inconsistent series raise :class:`ConversionError`.
+    ``slices`` are the series' slice geometries; ``read_pixels(i)`` returns the full dataset
+    of slice ``i``. Inconsistent series raise :class:`ConversionError`.
     """
-    if len(headers) < 2:
-        raise ConversionError(f"series has {len(headers)} slice; a CT volume needs at least 2")
-    first = headers[0]
-    iop = _floats(first.get("ImageOrientationPatient"), 6, "Image Orientation (Patient)")
+    if len(slices) < 2:
+        raise ConversionError(f"series has {len(slices)} slice; a CT volume needs at least 2")
+    first = slices[0]
+    iop = np.array(first.orientation)
     row_dir, col_dir = iop[:3], iop[3:]
     normal = np.cross(row_dir, col_dir)
     if not np.isclose(np.linalg.norm(normal), 1.0, atol=1e-3):
         raise ConversionError("Image Orientation (Patient) is not orthonormal")
-    shape = (int(first.Rows), int(first.Columns))
-    pixel_spacing = _floats(first.get("PixelSpacing"), 2, "Pixel Spacing")
-    positions = []
-    for ds in headers:
-        if (int(ds.Rows), int(ds.Columns)) != shape:
+    shape = (first.rows, first.columns)
+    pixel_spacing = np.array(first.pixel_spacing)
+    if np.any(pixel_spacing <= 0):
+        raise ConversionError("Pixel Spacing must be positive")
+    for s in slices:
+        if (s.rows, s.columns) != shape:
             raise ConversionError("slices differ in size")
-        other = _floats(ds.get("ImageOrientationPatient"), 6, "Image Orientation (Patient)")
-        if not np.allclose(other, iop, atol=1e-4):
+        if not np.allclose(s.orientation, iop, atol=1e-4):
             raise ConversionError("slices differ in orientation")
-        if not np.allclose(_floats(ds.get("PixelSpacing"), 2, "Pixel Spacing"), pixel_spacing):
+        if not np.allclose(s.pixel_spacing, pixel_spacing):
             raise ConversionError("slices differ in pixel spacing")
-        ipp = _floats(ds.get("ImagePositionPatient"), 3, "Image Position (Patient)")
-        positions.append(ipp)
+    positions = [np.array(s.position) for s in slices]
     distances = np.array([float(np.dot(normal, p)) for p in positions])
     order = np.argsort(distances, kind="stable")
     gaps = np.diff(distances[order])
@@ -83,18 +163,16 @@ def ct_volume(headers: Sequence[Dataset], read_pixels: callable) -> Volume:  # t
         raise ConversionError(
             f"non-uniform slice spacing ({gaps.min():.3g} to {gaps.max():.3g} mm): missing slices?"
         )
-    volume = np.empty((len(headers), *shape), dtype=np.int16)
-    sop_uids = []
+    volume = np.empty((len(slices), *shape), dtype=np.int16)
     for z, index in enumerate(order):
         ds = read_pixels(int(index))
         try:
             hu = apply_modality_lut(ds.pixel_array, ds)
         except Exception as exc:  # noqa: BLE001 - any decoder failure is a reason to refuse
-            raise ConversionError(f"pixel data cannot be decoded: {exc}") from None
+            raise ConversionError(f"pixel data cannot be decoded: {describe_error(exc)}") from None
         if hu.shape != shape:
             raise ConversionError("pixel data does not match Rows/Columns")
-        volume[z] = np.clip(np.rint(hu), -32768, 32767)
-        sop_uids.append(str(headers[index].SOPInstanceUID))
+        volume[z] = _in_int16(np.asarray(hu))
     origin = positions[int(order[0])]
     # array axis y runs down the columns (col_dir), x along the rows (row_dir)
     return Volume(
@@ -102,19 +180,26 @@ def ct_volume(headers: Sequence[Dataset], read_pixels: callable) -> Volume:  # t
         spacing=(median, float(pixel_spacing[0]), float(pixel_spacing[1])),
         origin=[float(v) for v in origin],
         direction=[[float(v) for v in vec] for vec in (normal, col_dir, row_dir)],
-        sop_uids=sop_uids,
+        sop_uids=[slices[int(i)].sop_uid for i in order],
     )
 
 
-def photo_rgb(data: bytes) -> np.ndarray:
-    """Decode a JPEG/PNG photograph to a (3, H, W) uint8 array."""
+def photo_rgb(data: bytes, budget: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Decode a JPEG/PNG photograph to a (3, H, W) uint8 array, within the pixel budget."""
     try:
         with Image.open(io.BytesIO(data)) as img:
+            width, height = img.size
+            check_pixels(width * height, budget, f"a {width} x {height} photograph")
             img.load()
             rgb = img.convert("RGB")
+    except OverBudget as exc:
+        raise ConversionError(str(exc)) from None
     except Exception as exc:  # noqa: BLE001 - Pillow raises many types for bad files
-        raise ConversionError(f"image cannot be decoded: {exc}") from None
-    return np.ascontiguousarray(np.asarray(rgb).transpose(2, 0, 1))
+        raise ConversionError(f"image cannot be decoded: {describe_error(exc)}") from None
+    pixels = np.asarray(rgb)
+    if pixels.size and pixels.min() == pixels.max():
+        raise ConversionError("malformed image: every pixel has one value (no image data)")
+    return np.ascontiguousarray(pixels.transpose(2, 0, 1))
 
 
 @dataclass
@@ -126,10 +211,18 @@ class GenericImage:
     value_units: str | None
 
 
-def generic_image(ds: Dataset) -> GenericImage:
-    """Any DICOM image as an array with NGFF dims (t, c, y, x subsets)."""
+def generic_image(ds: Dataset, budget: int = DEFAULT_MAX_PIXELS) -> GenericImage:
+    """Any DICOM image as an array with NGFF dims (t, c, y, x subsets), within the budget."""
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
         raise ConversionError("no pixel data: not an image")
+    rows, columns = _count(ds, "Rows"), _count(ds, "Columns")
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    try:
+        check_pixels(rows * columns * frames * samples, budget, f"a {rows} x {columns} image")
+    except OverBudget as exc:
+        raise ConversionError(str(exc)) from None
+    rescale(ds)
     try:
         pixels = ds.pixel_array
         if ds.get("PhotometricInterpretation", "") == "PALETTE COLOR":
@@ -137,8 +230,10 @@ def generic_image(ds: Dataset) -> GenericImage:
         elif int(ds.get("SamplesPerPixel", 1)) == 1:
             pixels = apply_modality_lut(pixels, ds)
     except Exception as exc:  # noqa: BLE001 - any decoder failure is a reason to refuse
-        raise ConversionError(f"pixel data cannot be decoded: {exc}") from None
+        raise ConversionError(f"pixel data cannot be decoded: {describe_error(exc)}") from None
     pixels = np.asarray(pixels)
+    if pixels.dtype.kind == "f" and not np.isfinite(pixels).all():
+        raise ConversionError("pixel values are not finite (check Rescale Slope/Intercept)")
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     color = pixels.ndim == (4 if frames > 1 else 3)
     dims: list[str] = (["t"] if frames > 1 else []) + ["y", "x"]
@@ -149,6 +244,8 @@ def generic_image(ds: Dataset) -> GenericImage:
         as_int = np.rint(pixels)
         if np.array_equal(as_int, pixels) and np.abs(pixels).max(initial=0) < 2**31:
             pixels = as_int.astype(np.int16 if np.abs(pixels).max(initial=0) < 2**15 else np.int32)
+        elif np.abs(pixels).max(initial=0) > np.finfo(np.float32).max:
+            raise ConversionError("pixel values overflow float32 (check Rescale Slope/Intercept)")
         else:
             pixels = pixels.astype(np.float32)
     spacing_tag = ds.get("PixelSpacing") or ds.get("ImagerPixelSpacing")
@@ -160,6 +257,8 @@ def generic_image(ds: Dataset) -> GenericImage:
             unit = "millimeter"
         except (TypeError, ValueError):
             yx = (1.0, 1.0)
+        if not all(math.isfinite(v) and v > 0 for v in yx):
+            raise ConversionError("Pixel Spacing is not a finite positive number")
     spacing = tuple(yx[["y", "x"].index(d)] if d in "yx" else 1.0 for d in dims)
     value_units = "HU" if ds.get("Modality") == "CT" else None
     return GenericImage(np.ascontiguousarray(pixels), tuple(dims), spacing, unit, value_units)

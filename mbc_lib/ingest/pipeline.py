@@ -1,11 +1,19 @@
-"""``mbc ingest``: PHI gate, conversion and atomic publish of one source tree into the store."""
+"""``mbc ingest``: PHI gate, conversion and atomic publish of one source tree into the store.
+
+Pass 1 walks the source (never following a link), reads every file once and runs the PHI
+gate on it; when any file identifies a person the whole input is refused and nothing is
+published. Pass 2 groups what passed into cases, converts and publishes them one by one
+(staging, then one rename), then rewrites the catalog. Every entry of the source ends as
+published, duplicate or quarantined; a problem with one file or one series quarantines it
+and the run goes on; a problem with the store itself stops the run with one line.
+"""
 
 from __future__ import annotations
 
-import csv
+import hashlib
 import io
-import shutil
-import tempfile
+import os
+import re
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -13,21 +21,25 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pydicom
-from pydicom.dataset import Dataset
 
 from .. import phi_gate
-from ..errors import MbcError, RefusedError
+from ..errors import MbcError, RefusedError, describe_error
 from ..manifests import LABEL_DTYPES, Manifest, get_manifest
 from ..progress import progress as progress_bar
+from ..sources.dicom import MalformedDicom, read_dicom
+from ..sources.limits import max_pixels
+from ..sources.tables import TableError, describe_duplicates, duplicate_keys, read_table
+from ..sources.walk import HEAD_BYTES, UnreadableFile, classify, inside, read_file, walk_tree
 from ..store.catalog import write_catalog
 from ..store.schema import label_stats
 from ..store.writer import CaseData, StoreWriter
 from . import convert
 from .quarantine import Quarantine
-from .scan import SourceFile, scan_tree
 
-_NOT_PHI = ("unreadable", "malformed")
+UNSUPPORTED = "unsupported file type"
+#: Temporary de-identification trees beside the store: ``.mbc-deid-<pid>-<random>``.
+_WORK_PREFIX = ".mbc-deid-"
+_WORK_RE = re.compile(rf"^{re.escape(_WORK_PREFIX)}(\d+)-[0-9a-f]+$")
 
 
 @dataclass
@@ -59,14 +71,53 @@ class IngestResult:
         return "\n".join(lines)
 
 
-@dataclass
-class _Header:
+@dataclass(frozen=True, slots=True)
+class SourceFile:
+    path: Path
+    rel: str  # relative to the source root, '/'-separated
+    kind: str  # dicom | bare-dicom | jpeg | png | labels | mask | report
+
+
+@dataclass(frozen=True, slots=True)
+class _Dicom:
+    """A DICOM file that passed the gate: what grouping it into a case needs, nothing more."""
+
     file: SourceFile
-    ds: Dataset
+    sop_class: str
+    modality: str
+    series_uid: str
+    study_uid: str
+    patient: str
+    slice: convert.Slice | None  # CT datasets only
+    problem: str | None  # why the file cannot be a CT slice
+
+
+@dataclass
+class _Gated:
+    """Pass 1's outcome: files sorted by what they are, refusals, identified files."""
+
+    dicoms: list[_Dicom] = field(default_factory=list)
+    photos: list[SourceFile] = field(default_factory=list)
+    tables: list[SourceFile] = field(default_factory=list)
+    masks: list[SourceFile] = field(default_factory=list)
+    reports: list[SourceFile] = field(default_factory=list)
+    refused: list[tuple[SourceFile, str, bool]] = field(default_factory=list)  # verified?
+    identified: dict[str, list[str]] = field(default_factory=dict)
+
+
+@dataclass
+class _Labels:
+    """The label table of the input: rows by key, or why it was refused."""
+
+    file: SourceFile | None = None
+    rows: dict[str, dict[str, Any]] = field(default_factory=dict)
+    refused: str | None = None
+    used_by_new: bool = False
+    used_by_duplicate: bool = False
 
 
 class _Run:
-    """State of one ingest run."""
+    """State of one ingest run's second pass."""
 
     def __init__(
         self,
@@ -75,29 +126,36 @@ class _Run:
         quarantine: Quarantine,
         result: IngestResult,
         progress: bool,
+        budget: int,
     ) -> None:
         self.manifest = manifest
         self.writer = writer
         self.quarantine = quarantine
         self.result = result
         self.progress = progress
+        self.budget = budget
+        self.labels = _Labels()
         self.new_case = False
         self.counted: set[str] = set()  # rel paths already counted in the result
 
-    def refuse(self, f: SourceFile, reason: str) -> None:
+    def refuse(self, f: SourceFile, reason: str, verified: bool = True) -> None:
+        """Quarantine ``f``: copied when the gate verified it, listed otherwise."""
         self.counted.add(f.rel)
-        self.quarantine.put(f.path, f.rel, reason)
-        self.result.quarantined += 1
-        self.result.reasons[_reason_class(reason)] += 1
+        if verified:
+            self.quarantine.put(f.path, f.rel, reason)
+        else:
+            self.quarantine.record(f.rel, reason)
+        _count_refusal(self.result, reason)
 
-    def publish(self, case: CaseData, files: list[SourceFile]) -> None:
+    def publish(self, case: CaseData, files: list[SourceFile]) -> str:
+        """Publish ``case`` built from ``files``; returns published, duplicate or refused."""
         self.counted.update(f.rel for f in files)
         checksum = case.checksum()
         existing = self.writer.existing_checksum(case.case_id)
         if existing == checksum:
             self.result.duplicate += len(files)
             self.result.cases_duplicate += 1
-            return
+            return "duplicate"
         if existing is not None:
             for f in files:
                 self.refuse(
@@ -105,47 +163,57 @@ class _Run:
                     f"differs from published case {case.case_id}; published cases "
                     "are never changed",
                 )
-            return
+            return "refused"
         case.attrs.setdefault("dataset", self.manifest.name)
         case.attrs["n_source_files"] = len(files)
         case.attrs["ingested_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        self.writer.publish(case)
+        try:
+            self.writer.publish(case)
+        except OSError:
+            raise  # the store itself failed: the run stops (see ingest())
+        except Exception as exc:  # noqa: BLE001 - a case the store cannot take
+            for f in files:
+                self.refuse(f, f"cannot store the case: {describe_error(exc)}")
+            return "refused"
         self.result.published += len(files)
         self.result.cases_published += 1
         self.new_case = True
+        return "published"
+
+    def used_row(self, outcome: str) -> None:
+        """A case that took its labels from the table was published or found a duplicate."""
+        if outcome == "published":
+            self.labels.used_by_new = True
+        elif outcome == "duplicate":
+            self.labels.used_by_duplicate = True
 
 
-def _reason_class(reason: str) -> str:
-    return reason.split(":")[0][:80]
+def _count_refusal(result: IngestResult, reason: str) -> None:
+    result.quarantined += 1
+    result.reasons[reason.split(":")[0][:80]] += 1
 
 
-def _read_header(path: Path) -> Dataset:
-    return pydicom.dcmread(path, stop_before_pixels=True)
-
-
-def _load_labels(run: _Run, f: SourceFile) -> dict[str, dict[str, Any]] | None:
-    """Rows of the label table by key, values validated against the manifest."""
-    manifest = run.manifest
-    rows: dict[str, dict[str, Any]] = {}
-    reader = csv.DictReader(io.StringIO(f.path.read_text(encoding="utf-8")))
-    key = manifest.label_key or "path"
-    if key not in (reader.fieldnames or []):
-        run.refuse(f, f"label table lacks its key column {key!r}")
-        return None
-    for line, row in enumerate(reader, start=2):
-        values: dict[str, Any] = {}
-        for name, column in manifest.label_columns.items():
-            raw = row.get(name)
-            if raw in (None, ""):
-                values[name] = None
-                continue
-            if problem := column.check(raw):
-                run.refuse(f, f"invalid label value at line {line}: {problem}")
-                return None
-            values[name] = LABEL_DTYPES[column.dtype](raw)
-        values["__patient"] = row.get("patient_id")
-        rows[row[key]] = values
-    return rows
+# -- options and places, checked before anything is created --------------------------------
+def _check_places(src: Path, store: Path, quarantine_root: Path) -> None:
+    if not src.is_dir() or src.is_symlink():
+        raise MbcError(f"source folder not found: {src}")
+    if store.is_symlink() or (store.exists() and not store.is_dir()):
+        raise MbcError(f"store path {store} exists and is not a folder")
+    if store.is_dir() and not (store / "zarr.json").exists() and any(store.iterdir()):
+        raise MbcError(f"store path {store} is a folder that is not an mbc store (no zarr.json)")
+    if inside(store, src):
+        raise MbcError("the store must not lie inside the source folder")
+    if inside(src, store):
+        raise MbcError("the source folder must not lie inside the store")
+    if inside(quarantine_root, store):
+        raise MbcError(f"the quarantine {quarantine_root} must not lie inside the store")
+    if inside(quarantine_root, src):
+        raise MbcError(
+            f"the quarantine {quarantine_root} must not lie inside the source folder "
+            "(every re-run would ingest it again)"
+        )
+    if quarantine_root.exists() and not quarantine_root.is_dir():
+        raise MbcError(f"the quarantine {quarantine_root} exists and is not a folder")
 
 
 def ingest(
@@ -157,41 +225,172 @@ def ingest(
     quarantine: Path | None = None,
     progress: bool = True,
     manifest_dir: Path | None = None,
+    pixel_budget: int | None = None,
 ) -> IngestResult:
-    """Ingest ``src`` into ``store`` as ``dataset``; see the module docstring."""
+    """Ingest ``src`` into ``store`` as ``dataset``; see the module docstring.
+
+    ``deid_key_file``: de-identify ``src`` first (single-site use); ``quarantine``: where
+    refused files go (default ``STORE.quarantine`` beside the store); ``pixel_budget``:
+    pixels any one image may declare (default :func:`mbc_lib.sources.limits.max_pixels`).
+    """
     src, store = Path(src), Path(store)
-    if not src.is_dir():
-        raise MbcError(f"source folder not found: {src}")
-    if store.resolve().is_relative_to(src.resolve()):
-        raise MbcError("the store must not lie inside the source folder")
-    manifest = get_manifest(dataset, manifest_dir)
     quarantine_root = (
         Path(quarantine) if quarantine else store.with_name(store.name + ".quarantine")
     )
+    _check_places(src, store, quarantine_root)
+    manifest = get_manifest(dataset, manifest_dir)
+    budget = max_pixels(pixel_budget)
+    key = None
+    if deid_key_file is not None:
+        from ..deid.keys import DeidKey
+
+        key = DeidKey.from_file(deid_key_file)
     q = Quarantine(quarantine_root, manifest.name)
     result = IngestResult(dataset=manifest.name, store=store, quarantine_dir=q.run_dir)
-    if deid_key_file is None:
-        return _ingest_tree(src, store, manifest, q, result, progress)
-    from ..deid.keys import DeidKey
-    from ..deid.tree import deid_tree
+    if key is None:
+        return _ingest_tree(src, store, manifest, q, result, progress, budget)
+    return _deid_then_ingest(src, store, manifest, q, result, progress, budget, key)
 
-    key = DeidKey.from_file(deid_key_file)
-    store.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=".mbc-deid-", dir=store.parent))
+
+def _deid_then_ingest(
+    src: Path,
+    store: Path,
+    manifest: Manifest,
+    q: Quarantine,
+    result: IngestResult,
+    progress: bool,
+    budget: int,
+    key: Any,
+) -> IngestResult:
+    """De-identify ``src`` into a temporary tree beside the store, then ingest that tree."""
+    from ..deid.tree import deid_tree
+    from ..store.writer import remove_tree
+
+    parent = store.absolute().parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_work_trees(parent)
+        work = parent / f"{_WORK_PREFIX}{os.getpid()}-{os.urandom(4).hex()}"
+        work.mkdir()
+    except OSError as exc:
+        raise MbcError(f"cannot write beside the store {store}: {_strerror(exc)}") from None
     try:
         report = deid_tree(src, work / "out", key, progress=progress)
         for entry in report.refused:
-            rel = entry["path"] if isinstance(entry, dict) else entry.path
-            reason = entry["reason"] if isinstance(entry, dict) else entry.reason
-            q.put(src / rel, rel, f"refused by de-identification: {reason}")
+            q.record(entry.path, f"refused by de-identification: {entry.reason}")
             result.seen += 1
-            result.quarantined += 1
-            result.reasons["refused by de-identification"] += 1
-        return _ingest_tree(work / "out", store, manifest, q, result, progress, from_deid=src)
+            _count_refusal(result, "refused by de-identification")
+        return _ingest_tree(work / "out", store, manifest, q, result, progress, budget, True)
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        remove_tree(work)
 
 
+def remove_stale_work_trees(parent: Path) -> list[Path]:
+    """Remove the de-identification trees that killed ingest runs left beside a store."""
+    removed = []
+    from ..store.writer import remove_tree
+
+    for entry in os.scandir(parent):
+        match = _WORK_RE.match(entry.name)
+        if not match or not entry.is_dir(follow_symlinks=False):
+            continue
+        if _alive(int(match[1])):
+            continue
+        remove_tree(Path(entry.path))
+        removed.append(Path(entry.path))
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return pid != os.getpid()
+
+
+def _strerror(exc: OSError) -> str:
+    return exc.strerror or describe_error(exc)
+
+
+# -- pass 1: the PHI gate over every entry ----------------------------------------------------
+def _gate(src: Path, manifest: Manifest, progress: bool, budget: int, from_deid: bool) -> _Gated:
+    gated = _Gated()
+    for entry in progress_bar(walk_tree(src), progress, desc="PHI gate", unit="file"):
+        if entry.reason:
+            gated.refused.append((SourceFile(entry.path, entry.rel, "other"), entry.reason, False))
+            continue
+        try:
+            data = read_file(entry.path)
+        except UnreadableFile as exc:
+            gated.refused.append((SourceFile(entry.path, entry.rel, "other"), str(exc), False))
+            continue
+        f = SourceFile(entry.path, entry.rel, classify(data[:HEAD_BYTES], entry.rel, manifest))
+        if from_deid and f.kind == "report":
+            continue  # the de-identifier's own report is not part of the input
+        _gate_one(f, data, manifest, gated, budget)
+    return gated
+
+
+def _gate_one(f: SourceFile, data: bytes, manifest: Manifest, gated: _Gated, budget: int) -> None:
+    findings: list[str]
+    if f.kind in ("dicom", "bare-dicom"):
+        try:
+            ds = read_dicom(data, force=f.kind == "bare-dicom")
+        except MalformedDicom as exc:
+            gated.refused.append((f, str(exc), False))
+            return
+        findings = phi_gate.check_dicom_dataset(ds)
+        if not findings:
+            gated.dicoms.append(_dicom_record(f, ds, manifest, budget))
+    elif f.kind in ("jpeg", "png"):
+        findings = (phi_gate.check_jpeg if f.kind == "jpeg" else phi_gate.check_png)(data)
+        if not findings:
+            gated.photos.append(f)
+    elif f.kind == "labels":
+        findings = phi_gate.check_labels_csv(data, manifest)
+        if not findings:
+            gated.tables.append(f)
+    elif f.kind == "mask":
+        findings = phi_gate.check_mask_npz(data)
+        if not findings:
+            gated.masks.append(f)
+    elif f.kind == "report":
+        gated.reports.append(f)
+        return
+    else:
+        gated.refused.append((f, UNSUPPORTED, False))
+        return
+    damaged = [x for x in findings if x.startswith(phi_gate.NOT_PHI)]
+    phi = [x for x in findings if not x.startswith(phi_gate.NOT_PHI)]
+    if phi:
+        gated.identified[f.rel] = phi
+    elif damaged:
+        gated.refused.append((f, damaged[0], False))
+
+
+def _dicom_record(f: SourceFile, ds: Any, manifest: Manifest, budget: int) -> _Dicom:
+    geometry, problem = None, None
+    if manifest.modality == "ct":
+        try:
+            geometry = convert.ct_slice(ds, budget)
+        except convert.ConversionError as exc:
+            problem = str(exc)
+    return _Dicom(
+        file=f,
+        sop_class=str(ds.get("SOPClassUID", "") or ""),
+        modality=str(ds.get("Modality", "") or ""),
+        series_uid=str(ds.get("SeriesInstanceUID", "") or ""),
+        study_uid=str(ds.get("StudyInstanceUID", "") or ""),
+        patient=str(ds.get("PatientID", "") or ""),
+        slice=geometry,
+        problem=problem,
+    )
+
+
+# -- pass 2 ----------------------------------------------------------------------------------
 def _ingest_tree(
     src: Path,
     store: Path,
@@ -199,108 +398,139 @@ def _ingest_tree(
     q: Quarantine,
     result: IngestResult,
     progress: bool,
-    from_deid: Path | None = None,
+    budget: int,
+    from_deid: bool = False,
 ) -> IngestResult:
-    """Gate, convert and publish the files under ``src`` (``from_deid``: the original SRC)."""
-    files = scan_tree(src, manifest.label_file)
-    if from_deid:  # the de-identifier's own report is not part of the input
-        files = [f for f in files if f.kind != "report"]
-    result.seen += len(files)
-
-    # Pass 1: read headers, run the PHI gate on everything before anything is published.
-    headers: list[_Header] = []
-    photos: list[SourceFile] = []
-    metadata: list[SourceFile] = []
-    pending: list[tuple[SourceFile, str]] = []
-    identified: dict[str, list[str]] = {}
-    for f in progress_bar(files, progress, desc="PHI gate", unit="file"):
-        findings: list[str] = []
-        if f.kind == "dicom":
-            try:
-                ds = _read_header(f.path)
-            except Exception as exc:  # noqa: BLE001 - any read failure quarantines the file
-                pending.append((f, f"unreadable DICOM: {_one_line(exc)}"))
-                continue
-            findings = phi_gate.check_dicom_dataset(ds)
-            headers.append(_Header(f, ds))
-        elif f.kind in ("jpeg", "png"):
-            data = f.path.read_bytes()
-            check = phi_gate.check_jpeg if f.kind == "jpeg" else phi_gate.check_png
-            findings = check(data)
-            photos.append(f)
-        elif f.kind == "labels":
-            findings = phi_gate.check_labels_csv(f.path.read_bytes(), manifest)
-            metadata.append(f)
-        elif f.kind == "mask":
-            findings = phi_gate.check_mask_npz(f.path.read_bytes())
-            metadata.append(f)
-        elif f.kind == "report":
-            metadata.append(f)
-        else:
-            pending.append((f, "unsupported file type"))
-        not_phi = [x for x in findings if x.startswith(_NOT_PHI)]
-        phi = [x for x in findings if not x.startswith(_NOT_PHI)]
-        if phi:
-            identified[f.rel] = phi
-        elif not_phi:
-            pending.append((f, not_phi[0]))
-            headers = [h for h in headers if h.file is not f]
-            photos = [p for p in photos if p is not f]
-            metadata = [m for m in metadata if m is not f]
-    if identified:
-        detail = q.write_refusal(identified)
-        first, reasons = next(iter(identified.items()))
+    """Gate, convert and publish the files under ``src``."""
+    gated = _gate(src, manifest, progress, budget, from_deid)
+    total = (
+        len(gated.dicoms)
+        + len(gated.photos)
+        + len(gated.tables)
+        + len(gated.masks)
+        + len(gated.reports)
+        + len(gated.refused)
+        + len(gated.identified)
+    )
+    result.seen += total
+    if gated.identified:
+        detail = q.write_refusal(gated.identified)
+        first, reasons = next(iter(gated.identified.items()))
         raise RefusedError(
-            f"refused {src}: {len(identified)} of {len(files)} files carry identifying data "
+            f"refused {src}: {len(gated.identified)} of {total} files carry identifying data "
             f"(e.g. {first}: {reasons[0]}); nothing was ingested. De-identify first with "
             f"'mbc deid' or pass --deid-key-file (details: {detail})"
         )
-
-    with StoreWriter(store, manifest) as writer:
-        run = _Run(manifest, writer, q, result, progress)
-        for f, reason in pending:
-            run.refuse(f, reason)
-        labels_by_key: dict[str, dict[str, Any]] = {}
-        for f in metadata:
-            if f.kind == "labels":
-                labels_by_key = _load_labels(run, f) or {}
-        if manifest.modality == "ct":
-            _ingest_ct(
-                run, headers, photos, [m for m in metadata if m.kind == "mask"], labels_by_key
-            )
-        elif manifest.modality == "fundus":
-            _ingest_fundus(run, headers, photos, labels_by_key)
-        else:
-            _ingest_generic(run, headers, photos)
-        for f in metadata:  # label tables, masks and reports not yet counted with a case
-            if f.rel in run.counted:
-                continue
-            if run.new_case:
-                result.published += 1
-            else:
-                result.duplicate += 1
-        write_catalog(store, manifest)
+    try:
+        with StoreWriter(store, manifest) as writer:
+            run = _Run(manifest, writer, q, result, progress, budget)
+            try:
+                _publish_all(run, gated)
+            finally:
+                write_catalog(store, manifest)
+    except OSError as exc:
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        raise MbcError(f"cannot write to the store {store}: {_strerror(exc)}{where}") from None
     return result
 
 
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())[:200] or type(exc).__name__
+def _publish_all(run: _Run, gated: _Gated) -> None:
+    for f, reason, verified in gated.refused:
+        run.refuse(f, reason, verified)
+    for f in gated.tables[1:]:
+        run.refuse(f, "a second label table for this dataset")
+    if gated.tables:
+        _load_labels(run, gated.tables[0])
+    modality = run.manifest.modality
+    if modality == "ct":
+        _ingest_ct(run, gated.dicoms, gated.photos, gated.masks)
+    elif modality == "fundus":
+        for m in gated.masks:
+            run.refuse(m, "masks are not accepted by a fundus photograph dataset")
+        _ingest_fundus(run, gated.dicoms, gated.photos)
+    else:
+        for m in gated.masks:
+            run.refuse(m, "masks are not accepted by a DICOM reference dataset")
+        _ingest_generic(run, gated.dicoms, gated.photos)
+    _account_labels(run)
+    for _ in gated.reports:  # mbc deid's report: metadata that travels with its files
+        if run.new_case:
+            run.result.published += 1
+        else:
+            run.result.duplicate += 1
+
+
+# -- label table ------------------------------------------------------------------------------
+def _load_labels(run: _Run, f: SourceFile) -> None:
+    """Rows of the label table by key, values typed; the whole table refused on any problem."""
+    labels = run.labels
+    labels.file = f
+    try:
+        labels.rows = _label_rows(read_file(f.path), run.manifest)
+    except (UnreadableFile, TableError) as exc:
+        labels.refused = str(exc)
+        run.refuse(f, f"label table refused: {exc}")
+
+
+def _label_rows(data: bytes, manifest: Manifest) -> dict[str, dict[str, Any]]:
+    table = read_table(data)
+    key = manifest.label_key or "path"
+    if key not in table.header:
+        raise TableError(f"label table lacks its key column {key!r}")
+    if not table.rows:
+        raise TableError("label table holds no rows")
+    duplicates = duplicate_keys(table, key)
+    if duplicates:
+        raise TableError(describe_duplicates(duplicates))
+    rows: dict[str, dict[str, Any]] = {}
+    for line, row in table.rows:
+        values: dict[str, Any] = {}
+        for name, column in manifest.label_columns.items():
+            raw = (row.get(name) or "").strip()
+            if raw == "":
+                values[name] = None
+                continue
+            if problem := column.check(raw):
+                raise TableError(f"invalid label value at line {line}: {problem}")
+            values[name] = LABEL_DTYPES[column.dtype](raw)
+        values["__patient"] = (row.get("patient_id") or "").strip()
+        rows[row[key].strip()] = values
+    return rows
+
+
+def _account_labels(run: _Run) -> None:
+    labels = run.labels
+    if labels.file is None or labels.refused is not None:
+        return
+    run.counted.add(labels.file.rel)
+    if labels.used_by_new:
+        run.result.published += 1
+    elif labels.used_by_duplicate:
+        run.result.duplicate += 1
+    else:
+        run.refuse(labels.file, "no row of the label table matches an image in this input")
+
+
+def _table_refusal(run: _Run) -> str:
+    assert run.labels.file is not None
+    return f"its label table {run.labels.file.rel} was refused ({run.labels.refused})"
 
 
 # -- per modality -------------------------------------------------------------------------
-def _ingest_fundus(
-    run: _Run, headers: list[_Header], photos: list[SourceFile], labels: dict[str, dict[str, Any]]
-) -> None:
-    for h in headers:
-        run.refuse(h.file, "DICOM files are not accepted by a fundus photograph dataset")
+def _ingest_fundus(run: _Run, dicoms: list[_Dicom], photos: list[SourceFile]) -> None:
+    for d in dicoms:
+        run.refuse(d.file, "DICOM files are not accepted by a fundus photograph dataset")
     for f in progress_bar(photos, run.progress, desc="fundus", unit="image"):
-        row = labels.get(f.rel)
+        if run.labels.refused is not None:
+            run.refuse(f, _table_refusal(run))
+            continue
+        row = run.labels.rows.get(f.rel)
         if row is None or not row.get("__patient"):
             run.refuse(f, "no row for this image in the label table")
             continue
         try:
-            image = convert.photo_rgb(f.path.read_bytes())
-        except convert.ConversionError as exc:
+            image = convert.photo_rgb(read_file(f.path), run.budget)
+        except (convert.ConversionError, UnreadableFile) as exc:
             run.refuse(f, str(exc))
             continue
         case = CaseData(
@@ -317,31 +547,29 @@ def _ingest_fundus(
                 "photometric": "RGB",
             },
         )
-        run.publish(case, [f])
+        run.used_row(run.publish(case, [f]))
 
 
 def _digest(array: np.ndarray) -> str:
-    import hashlib
-
     return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
 
 
-def _ingest_generic(run: _Run, headers: list[_Header], photos: list[SourceFile]) -> None:
+def _ingest_generic(run: _Run, dicoms: list[_Dicom], photos: list[SourceFile]) -> None:
     for f in photos:
         run.refuse(f, "photographs are not accepted by a DICOM dataset")
-    for h in progress_bar(headers, run.progress, desc="images", unit="file"):
+    for d in progress_bar(dicoms, run.progress, desc="images", unit="file"):
         try:
-            ds = pydicom.dcmread(h.file.path)
-            img = convert.generic_image(ds)
-        except convert.ConversionError as exc:
-            run.refuse(h.file, str(exc))
+            ds = read_dicom(read_file(d.file.path), force=d.file.kind == "bare-dicom")
+            img = convert.generic_image(ds, run.budget)
+        except (convert.ConversionError, MalformedDicom, UnreadableFile) as exc:
+            run.refuse(d.file, str(exc))
             continue
-        except Exception as exc:  # noqa: BLE001 - any read failure quarantines the file
-            run.refuse(h.file, f"unreadable DICOM: {_one_line(exc)}")
+        except Exception as exc:  # noqa: BLE001 - one odd object must not stop the run
+            run.refuse(d.file, f"cannot convert: {describe_error(exc)}")
             continue
-        sop = str(ds.get("SOPInstanceUID", ""))
+        sop = str(ds.get("SOPInstanceUID", "") or "")
         if not sop:
-            run.refuse(h.file, "no SOP Instance UID")
+            run.refuse(d.file, "no SOP Instance UID")
             continue
         case = CaseData(
             case_id=convert.case_id("dc", sop),
@@ -352,10 +580,10 @@ def _ingest_generic(run: _Run, headers: list[_Header], photos: list[SourceFile])
             unit=img.unit,
             attrs=_dicom_attrs(ds) | {"value_units": img.value_units},
         )
-        run.publish(case, [h.file])
+        run.publish(case, [d.file])
 
 
-def _dicom_attrs(ds: Dataset) -> dict[str, Any]:
+def _dicom_attrs(ds: Any) -> dict[str, Any]:
     return {
         "modality": str(ds.get("Modality", "")) or None,
         "patient": str(ds.get("PatientID", "")),
@@ -365,69 +593,92 @@ def _dicom_attrs(ds: Dataset) -> dict[str, Any]:
     }
 
 
+def _series(run: _Run, dicoms: list[_Dicom]) -> dict[str, list[_Dicom]]:
+    """CT slices by series. Anything else is refused; a series with a slice that cannot be
+    placed (no UID, no size, non-finite geometry, over the pixel budget) is held back whole:
+    stacking the rest would publish a volume with a hole in it."""
+    series: dict[str, list[_Dicom]] = defaultdict(list)
+    broken: dict[str, str] = {}
+    for d in dicoms:
+        if d.sop_class != convert.CT_IMAGE_STORAGE or d.modality != "CT":
+            run.refuse(
+                d.file,
+                f"not a CT image (modality {d.modality or 'unknown'}); "
+                f"dataset {run.manifest.name} takes CT series only",
+            )
+        elif not d.series_uid:
+            run.refuse(d.file, "no Series Instance UID")
+        elif d.problem is not None or d.slice is None:
+            run.refuse(d.file, f"slice refused: {d.problem}")
+            broken.setdefault(d.series_uid, f"slice {d.file.rel} was refused ({d.problem})")
+        else:
+            series[d.series_uid].append(d)
+    for uid, why in broken.items():
+        for d in series.pop(uid, []):
+            run.refuse(d.file, f"series held back: {why}")
+    return series
+
+
+@dataclass
+class _Mask:
+    file: SourceFile
+    labels: np.ndarray
+    uids: list[str]
+
+
+def _read_masks(run: _Run, masks: list[SourceFile]) -> dict[frozenset[str], _Mask]:
+    index: dict[frozenset[str], _Mask] = {}
+    for f in masks:
+        try:
+            with np.load(io.BytesIO(read_file(f.path)), allow_pickle=False) as npz:
+                mask = _Mask(f, npz["labels"], [str(u) for u in npz["sop_instance_uids"]])
+        except Exception as exc:  # noqa: BLE001 - a damaged archive quarantines the mask
+            run.refuse(f, f"malformed mask file: {describe_error(exc)}")
+            continue
+        index[frozenset(mask.uids)] = mask
+    return index
+
+
 def _ingest_ct(
-    run: _Run,
-    headers: list[_Header],
-    photos: list[SourceFile],
-    masks: list[SourceFile],
-    labels: dict[str, dict[str, Any]],
+    run: _Run, dicoms: list[_Dicom], photos: list[SourceFile], masks: list[SourceFile]
 ) -> None:
     for f in photos:
         run.refuse(f, "photographs are not accepted by a CT dataset")
-    series: dict[str, list[_Header]] = defaultdict(list)
-    for h in headers:
-        sop_class = str(h.ds.get("SOPClassUID", ""))
-        modality = str(h.ds.get("Modality", ""))
-        if sop_class != convert.CT_IMAGE_STORAGE or modality != "CT":
-            run.refuse(
-                h.file,
-                f"not a CT image (modality {modality or 'unknown'}); "
-                f"dataset {run.manifest.name} takes CT series only",
-            )
-            continue
-        uid = str(h.ds.get("SeriesInstanceUID", ""))
-        if not uid:
-            run.refuse(h.file, "no Series Instance UID")
-            continue
-        series[uid].append(h)
-    mask_index: dict[frozenset[str], tuple[SourceFile, np.ndarray, list[str]]] = {}
-    for f in masks:
-        with np.load(f.path, allow_pickle=False) as npz:
-            uids = [str(u) for u in npz["sop_instance_uids"]]
-            mask_index[frozenset(uids)] = (f, npz["labels"], uids)
+    series = _series(run, dicoms)
+    mask_index = _read_masks(run, masks)
     used_masks: set[str] = set()
-    classes = set(run.manifest.segmentation_classes)
     for uid, members in progress_bar(series.items(), run.progress, desc="CT series", unit="series"):
         files = [m.file for m in members]
+        if run.labels.refused is not None:
+            for f in files:
+                run.refuse(f, f"series held back: {_table_refusal(run)}")
+            continue
         try:
             vol = convert.ct_volume(
-                [m.ds for m in members], lambda i, m=members: pydicom.dcmread(m[i].file.path)
+                [m.slice for m in members],  # type: ignore[misc]
+                lambda i, m=members: read_dicom(read_file(m[i].file.path)),
             )
-        except convert.ConversionError as exc:
+        except (convert.ConversionError, MalformedDicom, UnreadableFile) as exc:
             for f in files:
                 run.refuse(f, f"inconsistent series: {exc}")
             continue
-        mask = None
-        entry = mask_index.get(frozenset(vol.sop_uids))
-        if entry is not None:
-            mf, mlabels, muids = entry
-            used_masks.add(mf.rel)
-            order = {u: i for i, u in enumerate(muids)}
-            candidate = mlabels[[order[u] for u in vol.sop_uids]]
-            if candidate.shape != vol.image.shape:
-                run.refuse(
-                    mf, f"mask shape {candidate.shape} does not match series {vol.image.shape}"
-                )
-            elif not set(np.unique(candidate).tolist()) <= classes:
-                run.refuse(mf, "mask holds values outside the manifest's classes")
-            else:
-                mask = candidate.astype(np.uint8)
-                files = [*files, mf]
-        first = members[0].ds
-        patient = str(first.get("PatientID", ""))
-        row = labels.get(patient, {})
-        attrs = _dicom_attrs(first) | {
-            "labels": {k: row.get(k) for k in run.manifest.label_columns},
+        except Exception as exc:  # noqa: BLE001 - e.g. MemoryError: refuse the series, go on
+            for f in files:
+                run.refuse(f, f"series cannot be converted: {describe_error(exc)}")
+            continue
+        mask = _series_mask(run, mask_index.get(frozenset(vol.sop_uids)), vol)
+        if mask is not None:
+            used_masks.add(mask_index[frozenset(vol.sop_uids)].file.rel)
+            files = [*files, mask_index[frozenset(vol.sop_uids)].file]
+        patient = members[0].patient
+        row = run.labels.rows.get(patient)
+        attrs: dict[str, Any] = {
+            "modality": "CT",
+            "patient": patient,
+            "study_uid": members[0].study_uid or None,
+            "series_uid": uid,
+            "sop_class": convert.CT_IMAGE_STORAGE,
+            "labels": {k: (row or {}).get(k) for k in run.manifest.label_columns},
             "value_units": "HU",
         }
         if mask is not None:
@@ -444,7 +695,32 @@ def _ingest_ct(
             direction=vol.direction,
             labels=mask,
         )
-        run.publish(case, files)
+        outcome = run.publish(case, files)
+        if row is not None:
+            run.used_row(outcome)
     for f in masks:
-        if f.rel not in used_masks:
+        if f.rel not in used_masks and f.rel not in run.counted:
             run.refuse(f, "no series in this input matches the mask's SOP Instance UIDs")
+
+
+def _series_mask(run: _Run, entry: _Mask | None, vol: convert.Volume) -> np.ndarray | None:
+    if entry is None:
+        return None
+    order = {u: i for i, u in enumerate(entry.uids)}
+    try:
+        candidate = entry.labels[[order[u] for u in vol.sop_uids]]
+    except (IndexError, ValueError) as exc:
+        run.refuse(entry.file, f"mask does not fit its series: {describe_error(exc)}")
+        return None
+    if candidate.shape != vol.image.shape:
+        run.refuse(
+            entry.file, f"mask shape {candidate.shape} does not match series {vol.image.shape}"
+        )
+        return None
+    if not set(np.unique(candidate).tolist()) <= set(run.manifest.segmentation_classes):
+        run.refuse(entry.file, "mask holds values outside the manifest's classes")
+        return None
+    return candidate.astype(np.uint8)
+
+
+__all__ = ["IngestResult", "SourceFile", "ingest", "remove_stale_work_trees"]

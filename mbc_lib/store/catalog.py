@@ -5,12 +5,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import uuid
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from ..atomic import atomic_path
+from ..checkpoints import checkpoint
 from ..manifests import Manifest
 from . import layout
 from .schema import catalog_columns
@@ -96,13 +97,7 @@ def read_catalog(root: Path, dataset: str) -> pd.DataFrame | None:
 def write_catalog(root: Path, manifest: Manifest) -> pd.DataFrame:
     """Rebuild the catalog from the published cases and replace it atomically."""
     frame = build_catalog(root, manifest, read_catalog(root, manifest.name))
-    target = layout.catalog_path(root, manifest.name)
-    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
+    with atomic_path(layout.catalog_path(root, manifest.name), mode=0o444) as tmp:
         frame.to_parquet(tmp, index=False)
-        os.chmod(tmp, 0o444)
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+        checkpoint("catalog-staged")
     return frame

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +14,8 @@ import numpy as np
 import zarr
 from zarr.codecs import BloscCodec
 
+from ..atomic import TMP_SUFFIX
+from ..checkpoints import checkpoint
 from ..errors import MbcError
 from ..manifests import Manifest
 from . import layout, ngff
@@ -101,11 +101,16 @@ class StoreWriter:
         except BlockingIOError:
             self._lock_fh.close()
             raise MbcError(f"another ingest is writing to {self.root}; try again later") from None
-        self._init_groups()
-        self.clean_staging()
+        try:
+            self._init_groups()
+            self.clean_staging()
+        except BaseException:
+            self.__exit__()
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:
+        """Release the ingest lock."""
         if self._lock_fh is not None:
             fcntl.flock(self._lock_fh, fcntl.LOCK_UN)
             self._lock_fh.close()
@@ -123,12 +128,17 @@ class StoreWriter:
         zarr.open_group(layout.cases_path(self.root, self.manifest.name), mode="a", zarr_format=3)
 
     def clean_staging(self) -> None:
-        """Remove what a crashed run left half-written (never visible as a case)."""
+        """Remove what a crashed run left half-written (never visible as a case): staged
+        cases and the temporary files of an interrupted catalog write."""
         staging = layout.staging_path(self.root)
         if staging.exists():
             for child in staging.iterdir():
                 remove_tree(child)
         staging.mkdir(exist_ok=True)
+        dataset = layout.dataset_path(self.root, self.manifest.name)
+        for leftover in dataset.glob(f".*{TMP_SUFFIX}"):
+            if leftover.is_file() and not leftover.is_symlink():
+                leftover.unlink()
 
     # -- cases -----------------------------------------------------------------------------
     def case_path(self, case_id: str) -> Path:
@@ -156,11 +166,13 @@ class StoreWriter:
         try:
             self._write_case(staged, case, checksum)
             _set_read_only_contents(staged)
+            checkpoint("case-staged")
             os.rename(staged, self.case_path(case.case_id))
         except BaseException:
             remove_tree(staged)
             raise
         os.chmod(self.case_path(case.case_id), 0o555)
+        checkpoint("case-published")
         return checksum
 
     def _write_case(self, path: Path, case: CaseData, checksum: str) -> None:
@@ -219,17 +231,6 @@ class StoreWriter:
                 fill_value=0,
             )
             arr[...] = level
-
-    @contextlib.contextmanager
-    def atomic_file(self, target: Path) -> Iterator[Path]:
-        """Yield a temporary path; on success it replaces ``target`` atomically."""
-        tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
-        try:
-            yield tmp
-            os.replace(tmp, target)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
 
 
 def _set_read_only_contents(path: Path) -> None:
