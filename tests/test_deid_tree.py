@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from pydicom.uid import SecondaryCaptureImageStorage
 from test_deid_dicom import KEY, OTHER_KEY, PATIENT_ID, PHI, UID_ROOT, make_ct
 from test_deid_images import _jpeg_with_metadata
 
+from mbc_lib import phi_gate
 from mbc_lib.cli import main
 from mbc_lib.deid.keys import PSEUDONYM_RE
 from mbc_lib.deid.report import REPORT_JSON, REPORT_TEXT
@@ -275,11 +277,54 @@ def test_every_real_pydicom_test_file(tmp_path):
     assert done + refused == len(files) == len(report.files)
     assert done > 100 and refused > 0
     assert all(f.reason and not f.reason.startswith("internal error") for f in report.refused)
+    checked = 0
     for entry in report.deidentified:
-        if entry.kind == "dicom":
-            ds = pydicom.dcmread(tmp_path / "out" / entry.output)
-            assert ds.PatientIdentityRemoved == "YES"
-            assert not any(elem.tag.is_private for elem in ds.iterall())
+        if entry.kind != "dicom":
+            continue
+        out = tmp_path / "out" / entry.output
+        ds = pydicom.dcmread(out)
+        assert ds.PatientIdentityRemoved == "YES"
+        assert not any(elem.tag.is_private for elem in ds.iterall())
+        assert phi_gate.check_dicom_file(out) == [], entry.path
+        texts = [str(e.value).lower() for e in ds.iterall() if e.VR in _TEXT_VRS and e.value]
+        for value in _identity_values(pydicom.dcmread(src / entry.path, force=True)):
+            word = re.compile(rf"(?<!\w){re.escape(value.lower())}(?!\w)")
+            assert not [t for t in texts if word.search(t)], (entry.path, value)
+            checked += 1
+    assert checked > 200  # identifying values were there to be removed
+
+
+#: Text VRs that can hold a name or an identifier.
+_TEXT_VRS = ("SH", "LO", "ST", "LT", "UT", "PN", "UC", "AE")
+#: Attributes of the source whose values must not survive anywhere in the output.
+_IDENTIFYING = (
+    "PatientName",
+    "PatientID",
+    "OtherPatientIDs",
+    "OtherPatientNames",
+    "PatientBirthDate",
+    "PatientAddress",
+    "ReferringPhysicianName",
+    "PerformingPhysicianName",
+    "OperatorsName",
+    "InstitutionName",
+    "InstitutionAddress",
+    "AccessionNumber",
+)
+
+
+def _identity_values(ds: pydicom.Dataset) -> set[str]:
+    """Identifying values of a source file long enough to be told apart from ordinary words."""
+    values = set()
+    for keyword in _IDENTIFYING:
+        elem = ds.get(keyword)
+        if elem is None or elem == "":
+            continue
+        for value in elem if isinstance(elem, (list, pydicom.multival.MultiValue)) else [elem]:
+            text = str(value).strip()
+            if len(text) >= 6 and text.upper() not in ("ANONYMIZED", "ANONYMOUS"):
+                values.add(text)
+    return values
 
 
 def _key_file(path: Path, text: str) -> Path:
@@ -349,3 +394,32 @@ def test_worker_pool_gives_the_same_output_as_one_process(sample_tree, key, tmp_
         assert (tmp_path / "one" / f.output).read_bytes() == (
             tmp_path / "two" / f.output
         ).read_bytes()
+
+
+def test_each_dataset_is_deidentified_with_its_manifests_options(tmp_path, monkeypatch):
+    manifests = tmp_path / "datasets"
+    manifests.mkdir()
+    text = (Path(__file__).parents[1] / "datasets" / "ct-covid.yaml").read_text()
+    (manifests / "ct-covid.yaml").write_text(
+        text.replace(
+            "options: [retain_longitudinal_modified_dates, retain_patient_characteristics, "
+            "clean_descriptors]",
+            "options: [clean_descriptors]",
+        )
+    )
+    monkeypatch.setenv("MBC_DATASETS_DIR", str(manifests))
+    src = tmp_path / "src"
+    make_ct(src / "ct-covid" / "a.dcm")  # this dataset: Clean Descriptors only
+    make_ct(src / "elsewhere" / "a.dcm")  # outside any dataset folder: the defaults
+    report = deid_tree(src, tmp_path / "out", KEY, progress=False)
+    assert [f.status for f in report.files] == ["deidentified", "deidentified"]
+    fewer = pydicom.dcmread(tmp_path / "out" / "ct-covid" / "a.dcm")
+    full = pydicom.dcmread(tmp_path / "out" / "elsewhere" / "a.dcm")
+    codes = [[i.CodeValue for i in ds.DeidentificationMethodCodeSequence] for ds in (fewer, full)]
+    assert codes == [["113100", "113105"], ["113100", "113107", "113108", "113105"]]
+    assert "Retain Patient Characteristics" not in fewer.DeidentificationMethod
+    for keyword in ("PatientAge", "PatientSex", "StudyDate"):  # kept or shifted by the options
+        assert keyword in full and full.data_element(keyword).value, keyword
+        assert not fewer.get(keyword), keyword  # removed or emptied by the Basic Profile
+    for path in (tmp_path / "out").rglob("a.dcm"):
+        assert phi_gate.check_dicom_file(path) == []  # each against the options it records

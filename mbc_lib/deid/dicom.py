@@ -14,7 +14,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from pydicom._uid_dict import UID_dictionary
-from pydicom.charset import convert_encodings, decode_bytes, encode_string
+from pydicom.charset import convert_encodings, encode_string
 from pydicom.datadict import keyword_dict
 from pydicom.dataelem import DataElement, RawDataElement, convert_raw_data_element
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -65,7 +65,6 @@ _IDENTITY_REMOVED = BaseTag(_T["PatientIdentityRemoved"])
 _METHOD = BaseTag(_T["DeidentificationMethod"])
 _METHOD_SEQ = BaseTag(_T["DeidentificationMethodCodeSequence"])
 _TEMPORAL_MODIFIED = BaseTag(_T["LongitudinalTemporalInformationModified"])
-_DELIMITERS = {0x5C, 0x5E, 0x3D}  # \\ ^ =
 _ESC = b"\x1b"
 _DICOMDIR_CLASS = "1.2.840.10008.1.3.10"
 #: Conversion types whose pixels are likely to carry burned-in text (PS3.3 C.8.6.1).
@@ -176,8 +175,12 @@ def clean_text(text: str, tokens: tuple[str, ...]) -> str:
 
 @lru_cache(maxsize=8192)
 def _clean(text: str, pattern: re.Pattern[str] | None) -> str:
-    if pattern is not None:
-        text = pattern.sub(" ", text)
+    if pattern is not None:  # again until stable: "BucJérôme" shows "Buc" only once
+        for _ in range(8):  # "Jérôme" has gone, so a short token gets its word boundary
+            cleaned = pattern.sub(" ", text)
+            if cleaned == text:
+                break
+            text = cleaned
     text = _GENERIC_PHI.sub(" ", text)
     text = _NUMBER_RUN.sub(_drop_long_number, text)
     text = re.sub(r"[ \t]{2,}", " ", text).strip(_EDGE_JUNK)
@@ -487,7 +490,7 @@ def _text_values(ds: Dataset, elem: object) -> list[str]:
     """Text values of an element, decoded with the character set that applies to ``ds``."""
     value = elem.value  # type: ignore[attr-defined]
     if isinstance(value, bytes):
-        value = decode_text(ds, value)
+        value = decode_text(ds, elem)  # type: ignore[arg-type]
     if isinstance(value, str):
         return [v.strip("\x00 ") for v in value.split("\\") if v.strip("\x00 ")]
     if isinstance(value, Sequence):
@@ -501,18 +504,24 @@ def encodings(ds: Dataset) -> list[str]:
     return convert_encodings(ds._character_set)
 
 
-def decode_text(ds: Dataset, raw: bytes) -> str:
-    """A text value's bytes as a string, in the data set's character set.
+def decode_text(ds: Dataset, elem: RawDataElement) -> str:
+    """A raw text element's value as one string (values joined by a backslash), decoded in
+    the character set that applies to ``ds``.
 
-    ISO 2022 code extensions (Japanese ISO 2022 IR 87 / IR 159, Korean IR 149) switch
-    with escape sequences and are 7-bit: their bytes look like ASCII, so bytes are only
-    taken as ASCII when they hold neither 8-bit bytes nor an ESC.
+    ISO 2022 code extensions (Japanese ISO 2022 IR 87 / IR 159, Korean IR 149) switch with
+    escape sequences and are 7-bit: their bytes look like ASCII, so bytes are taken as
+    ASCII only when they hold neither 8-bit bytes nor an ESC. Everything else is decoded by
+    pydicom, which knows where each VR resets the code extensions (PN components, lines).
     """
+    raw = elem.value
     if raw.isascii() and _ESC not in raw:
         return raw.decode("ascii")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return decode_bytes(raw, encodings(ds), _DELIMITERS)
+        value = convert_raw_data_element(elem, encoding=encodings(ds), ds=ds).value
+    if isinstance(value, (list, tuple, MultiValue)):
+        return "\\".join(str(v) for v in value)
+    return "" if value is None else str(value)
 
 
 def encode_text(ds: Dataset, text: str) -> bytes | None:
