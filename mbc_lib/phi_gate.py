@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydicom.datadict import dictionary_VR
 from pydicom.dataset import Dataset
 
 from .deid import table_e11
@@ -71,12 +72,40 @@ def _must_be_absent(codes: frozenset[str] | None = None) -> frozenset[int]:
 
 
 # -- DICOM --------------------------------------------------------------------------------
-def _iter_elements(ds: Dataset, depth: int = 0) -> Iterable[tuple[Any, int]]:
-    for elem in ds:
-        yield elem, depth
+_BIRTH = frozenset({0x00100030, 0x00100032})  # Patient's Birth Date, Birth Time
+
+
+def _vr(elem: Any) -> str:
+    """The VR of a (possibly raw, implicit VR) element, without converting its value."""
+    if elem.VR:
+        return str(elem.VR)
+    try:
+        return dictionary_VR(elem.tag).split(" or ")[0]
+    except KeyError:
+        return "UN"
+
+
+def _iter_elements(
+    ds: Dataset, wanted: frozenset[int], depth: int = 0
+) -> Iterable[tuple[Any, int, bool]]:
+    """(element, depth, private) for every element at any depth.
+
+    Only elements the gate must read (sequences, person names, UIDs and the tags in
+    ``wanted``) are converted; the rest are looked at by tag, as pydicom read them.
+    """
+    for raw in ds.elements():
+        tag = int(raw.tag)
+        if tag >> 16 & 1:
+            yield raw, depth, True
+            continue
+        vr = _vr(raw)
+        if vr not in ("SQ", "PN", "UI") and tag not in wanted:
+            continue
+        elem = ds[raw.tag]
+        yield elem, depth, False
         if elem.VR == "SQ" and elem.value:
             for item in elem.value:
-                yield from _iter_elements(item, depth + 1)
+                yield from _iter_elements(item, wanted, depth + 1)
 
 
 def check_dicom_dataset(ds: Dataset) -> list[str]:
@@ -102,14 +131,14 @@ def check_dicom_dataset(ds: Dataset) -> list[str]:
         problems.append("MediaStorageSOPInstanceUID holds an original (not re-derived) UID")
     private = 0
     for source in (ds,):
-        for elem, depth in _iter_elements(source):
+        for elem, depth, is_private in _iter_elements(source, absent | _BIRTH):
+            if is_private:
+                private += 1
+                continue
             tag = int(elem.tag)
             where = f"{elem.keyword or elem.tag}" + (
                 f" (in a sequence, depth {depth})" if depth else ""
             )
-            if elem.tag.is_private:
-                private += 1
-                continue
             if tag in absent and not elem.is_empty:
                 problems.append(f"{where} should have been removed")
             elif (
@@ -125,7 +154,7 @@ def check_dicom_dataset(ds: Dataset) -> list[str]:
                     if uid not in standard_uids and not DERIVED_UID_RE.match(uid):
                         problems.append(f"{where} holds an original (not re-derived) UID")
                         break
-            elif elem.keyword in ("PatientBirthDate", "PatientBirthTime") and not elem.is_empty:
+            elif tag in _BIRTH and not elem.is_empty:
                 problems.append(f"{where} present")
     if private:
         problems.append(f"{private} private attribute(s) present")
