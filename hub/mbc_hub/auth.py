@@ -10,6 +10,7 @@ import hmac
 from inspect import isawaitable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import yaml
 from jupyterhub.auth import Authenticator
@@ -24,13 +25,15 @@ class LoopbackOnlyError(RuntimeError):
     """The demo login was asked to serve a non-loopback address."""
 
 
-def require_loopback(bind_url: str) -> None:
-    """Refuse to go on unless ``bind_url`` is a loopback address."""
+def require_loopback(bind_url: str) -> str:
+    """The host of ``bind_url`` (``127.0.0.1``, ``::1``, ``localhost``) if it is a loopback
+    address; :class:`LoopbackOnlyError` for any other."""
     if not is_loopback_url(bind_url):
         raise LoopbackOnlyError(
             f"the demo login serves only loopback addresses; the hub binds {bind_url}. "
             "Bind it to 127.0.0.1 or use auth mode 'oidc'."
         )
+    return urlparse(bind_url if "://" in bind_url else f"http://{bind_url}").hostname or ""
 
 
 def read_demo_users(path: Path) -> dict[str, dict[str, Any]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,11 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "hub"))
 
+from .docker_helpers import MISSING_ATTR  # noqa: E402
 from .hub_helpers import HubProcess, write_users  # noqa: E402
+
+#: the user property that marks the report of a test skipped by ``docker_helpers.missing``
+MISSING_PROPERTY = "mbc_hub_missing"
 
 DEMO_USERS = {
     "alice": {"password": "alice-demo-pw", "groups": ["ophthalmology"]},
@@ -73,3 +78,41 @@ def demo_hub(tmp_path_factory, hub_store, notebooks_dir) -> HubProcess:
     hub.start()
     yield hub
     hub.stop()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> pytest.TestReport:
+    """Mark the reports of tests skipped for want of the Docker engine or an image."""
+    report = yield
+    missing = getattr(call.excinfo.value, MISSING_ATTR, None) if call.excinfo else None
+    if missing is not None:
+        report.user_properties.append((MISSING_PROPERTY, missing))
+    return report
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_terminal_summary(
+    terminalreporter: pytest.TerminalReporter, exitstatus: int, config: pytest.Config
+) -> Iterator[None]:
+    """One prominent line, after the short summary, when hub tests were skipped because the
+    engine or an image is missing: outside CI that is a skip, and a silent one reads as a pass."""
+    yield
+    why: dict[str, tuple[str, str]] = {}
+    for report in terminalreporter.stats.get("skipped", []):
+        for name, value in getattr(report, "user_properties", ()):
+            if name == MISSING_PROPERTY:
+                why.setdefault(report.nodeid, tuple(value))
+    if not why:
+        return
+    first: dict[str, str] = {}  # each reason once, with the first detail given for it
+    for what, detail in why.values():
+        first.setdefault(what, detail)
+    reasons = "; ".join(f"{w} ({d[:160]})" if d else w for w, d in first.items())
+    tests = "test" if len(why) == 1 else "tests"
+    terminalreporter.write_sep("!", "hub tests skipped", yellow=True, bold=True)
+    terminalreporter.write_line(
+        f"hub: {len(why)} {tests} skipped: {reasons}; run `make docker-engine local-images` "
+        "or set CI=true to make this a failure",
+        yellow=True,
+        bold=True,
+    )

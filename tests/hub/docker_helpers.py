@@ -1,7 +1,9 @@
 """The real Docker engine in hub tests: the engine, the researcher image, and cleanup by name.
 
-Outside CI a machine without an engine (or without the images of ``make images``) skips these
-tests with the reason; in CI (``CI=true``) they fail instead, since ``make test`` provides both.
+Outside CI a machine without an engine (or without the images of ``make local-images``) skips
+these tests with the reason, and the pytest summary says so in one line (``conftest.py``); in CI
+(``CI=true``) they fail instead, since ``make test`` provides both. The engine is the one
+``DOCKER_HOST`` names, as for the hub's spawners (default: the local socket).
 """
 
 from __future__ import annotations
@@ -19,28 +21,39 @@ RESEARCHER_IMAGE = os.environ.get("MBC_TEST_IMAGE", "mbc-researcher:local")
 HUB_IMAGE = os.environ.get("MBC_TEST_HUB_IMAGE", "mbc-hub:local")
 
 
-def missing(reason: str) -> None:
-    """Skip outside CI; fail in CI, where ``make test`` provides the engine and the images."""
+#: the attribute of a skip raised by :func:`missing`: (what is missing, the detail)
+MISSING_ATTR = "mbc_hub_missing"
+
+
+def missing(what: str, detail: str = "") -> None:
+    """Skip outside CI; fail in CI, where ``make test`` provides the engine and the images.
+
+    The skip carries :data:`MISSING_ATTR`, which the summary line of ``conftest.py`` counts.
+    """
+    reason = f"{what}: {detail}" if detail else what
     if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-        pytest.fail(f"{reason} (CI must provide it: make docker-engine images)")
-    pytest.skip(reason)
+        pytest.fail(f"{reason} (CI must provide it: make docker-engine local-images)")
+    skip = pytest.skip.Exception(reason)
+    setattr(skip, MISSING_ATTR, (what, detail))
+    raise skip
 
 
 def engine() -> Any:
-    """A low-level client of the local engine, or skip/fail with the reason."""
+    """A low-level client of the engine ``DOCKER_HOST`` names, or skip/fail with the reason."""
     try:
         import docker
+        from docker.utils import kwargs_from_env
 
-        client = docker.APIClient(version="auto", timeout=120)
+        client = docker.APIClient(version="auto", timeout=120, **kwargs_from_env())
         client.ping()
     except Exception as exc:  # noqa: BLE001 - any failure means: no engine here
-        missing(f"no Docker engine: {exc}")
+        missing("no Docker engine", str(exc))
     return client
 
 
 def require_image(client: Any, image: str = RESEARCHER_IMAGE) -> str:
     if not client.images(name=image):
-        missing(f"image {image} is not built (make images)")
+        missing(f"image {image} is not built", "make local-images")
     return image
 
 

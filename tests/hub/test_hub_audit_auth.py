@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
+import os
+import subprocess
+import sys
+import time
+from types import SimpleNamespace
 
 import pytest
 from jupyterhub.app import JupyterHub
@@ -17,6 +21,10 @@ from mbc_hub.auth import (
     require_loopback,
 )
 from mbc_hub.config import load_platform_config
+
+from .conftest import ROOT
+
+HUB_DIR = ROOT / "hub"
 
 
 def test_audit_lines_are_json_with_time_event_user_and_no_secrets(tmp_path):
@@ -39,25 +47,121 @@ def test_audit_lines_are_json_with_time_event_user_and_no_secrets(tmp_path):
         log.record("coffee", "alice")
 
 
+#: lines of about 110 kB: far beyond any buffer, so a writer that puts a line out in pieces
+#: (a buffered file, json.dump) interleaves with the others
+_PIECES, _THREADS, _LINES, _PROCESSES = 2000, 3, 6, 3
+
+_WRITER = """
+import sys, threading, time
+from pathlib import Path
+from mbc_hub.audit import AuditLog
+
+path, go, ready, name = sys.argv[1:5]
+threads, lines, pieces = (int(a) for a in sys.argv[5:])
+
+
+def write(t):
+    log = AuditLog(path)
+    start.wait()
+    for n in range(lines):
+        me = f"{name}-t{t}-n{n}"
+        log.record("stop", me, n=n, pieces=[f"{me}-{k:05d}-" + "x" * 40 for k in range(pieces)])
+
+
+start = threading.Barrier(threads + 1)
+workers = [threading.Thread(target=write, args=(t,)) for t in range(threads)]
+for w in workers:
+    w.start()
+Path(ready).touch()
+deadline = time.monotonic() + 60
+while not Path(go).exists() and time.monotonic() < deadline:
+    time.sleep(0.005)
+start.wait()
+for w in workers:
+    w.join()
+"""
+
+
 def test_audit_log_survives_concurrent_writers(tmp_path):
-    log = AuditLog(tmp_path / "audit.jsonl")
-    threads = [
-        threading.Thread(target=lambda i=i: [log.record("stop", f"u{i}", n=n) for n in range(25)])
-        for i in range(8)
+    """Threads in several processes (the hub and its services) append long lines at once: every
+    line arrives whole, none is lost or torn, whatever the interleaving."""
+    path, go = tmp_path / "audit.jsonl", tmp_path / "go"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HUB_DIR), *sys.path])}
+    args = [str(_THREADS), str(_LINES), str(_PIECES)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _WRITER, str(path), str(go), str(tmp_path / f"ready{p}")]
+            + [f"p{p}", *args],
+            env=env,
+        )
+        for p in range(_PROCESSES)
     ]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert len(read_audit(tmp_path / "audit.jsonl")) == 200
+    try:
+        deadline = time.monotonic() + 60
+        while not all((tmp_path / f"ready{p}").exists() for p in range(_PROCESSES)):
+            assert all(proc.poll() is None for proc in procs), "a writer died before the start"
+            assert time.monotonic() < deadline, "the writers did not get ready in 60 s"
+            time.sleep(0.01)
+        go.touch()  # every writer in every process starts now
+        assert [proc.wait(timeout=120) for proc in procs] == [0] * _PROCESSES
+    finally:
+        for proc in procs:
+            proc.kill()
+
+    try:
+        events = read_audit(path)
+    except json.JSONDecodeError as exc:
+        pytest.fail(f"a torn audit line: {exc}")
+    expected = {
+        f"p{p}-t{t}-n{n}" for p in range(_PROCESSES) for t in range(_THREADS) for n in range(_LINES)
+    }
+    assert sorted(e["user"] for e in events) == sorted(expected)
+    for event in events:
+        assert len(event["pieces"]) == _PIECES
+        assert all(piece.startswith(event["user"] + "-") for piece in event["pieces"])
+    assert path.read_bytes().count(b"\n") == len(expected)
 
 
-@pytest.mark.parametrize("url", ["http://127.0.0.1:8000", "http://localhost:1", "http://[::1]:8"])
-def test_loopback_addresses_are_accepted(url):
-    require_loopback(url)
+@pytest.mark.parametrize(
+    ("url", "host"),
+    [
+        ("http://127.0.0.1:8000", "127.0.0.1"),
+        ("http://localhost:1", "localhost"),
+        ("http://[::1]:8", "::1"),
+        ("http://127.0.0.2:8000", "127.0.0.2"),  # all of 127.0.0.0/8 is loopback
+    ],
+)
+def test_loopback_addresses_are_accepted(url, host, tmp_path):
+    """The demo login starts on every loopback bind address and lets a researcher in."""
+    assert require_loopback(url) == host
+    users = tmp_path / "users.yaml"
+    users.write_text("users:\n  alice: {password: pa55, groups: [ophthalmology]}\n")
+    audit = tmp_path / "audit.jsonl"
+    auth = DemoAuthenticator(
+        parent=JupyterHub(bind_url=url), users_file=str(users), audit_log_path=str(audit)
+    )
+    handler = SimpleNamespace(request=SimpleNamespace(remote_ip=host))
+    user = asyncio.run(
+        auth.get_authenticated_user(handler, {"username": "alice", "password": "pa55"})
+    )
+    assert user["name"] == "alice" and user["groups"] == ["ophthalmology"]
+    (login,) = read_audit(audit)
+    assert (login["event"], login["user"], login["remote_ip"]) == ("login", "alice", host)
 
 
-@pytest.mark.parametrize("url", ["http://0.0.0.0:8000", "http://10.1.2.3:80", "http://hub:8000"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://0.0.0.0:8000",
+        "http://10.1.2.3:80",
+        "http://hub:8000",
+        # look-alikes of loopback addresses
+        "http://127.0.0.1.nip.io:8000",
+        "http://localhost.example.org:1",
+        "http://[::2]:8",
+        "http://128.0.0.1:8000",
+    ],
+)
 def test_demo_login_refuses_non_loopback(url):
     with pytest.raises(LoopbackOnlyError, match="only loopback"):
         require_loopback(url)

@@ -9,7 +9,9 @@ driver with a stand-in hook (``make docker-engine`` in CI) applies the DeviceReq
 
 from __future__ import annotations
 
+import ast
 import json
+import re
 
 import pytest
 import requests
@@ -169,7 +171,7 @@ def gpu_engine(client, image):
     try:
         client.start(container["Id"])
     except Exception as exc:  # noqa: BLE001
-        missing(f"the Docker engine has no nvidia device driver: {exc}")
+        missing("the Docker engine has no nvidia device driver", str(exc))
     finally:
         client.remove_container(container["Id"], force=True)
 
@@ -304,18 +306,26 @@ def test_gpu_servers_get_distinct_devices_a_third_is_refused_and_stop_frees(
 def test_hub_restart_keeps_servers_and_rebuilds_the_gpu_allocation(
     docker_hub, tokens, client, gpu_engine
 ):
-    running = {"bob", "carol"}
+    running = ("bob", "carol")  # both GPU servers still up from the test above
+    before = {}
     for user in running:
-        container_of(client, docker_hub, user)  # both still running from the test above
+        container = container_of(client, docker_hub, user)
+        (request,) = container["HostConfig"]["DeviceRequests"]
+        (gpu,) = request["DeviceIDs"]
+        before[user] = {"container": container["Id"], "gpu": gpu}
+    assert sorted(b["gpu"] for b in before.values()) == ["0", "1"]
+    log_start = len(docker_hub.log())
     docker_hub.stop()
     docker_hub.start()
     try:
-        for user in sorted(running):
+        for user in running:
             model = requests.get(
                 f"{docker_hub.url}/hub/api/users/{user}", headers=auth(tokens[user]), timeout=10
             ).json()
             assert model["servers"][""]["ready"], model
-            assert "gpu_env" in inside(docker_hub, user, tokens[user])
+            # the same container, still seeing exactly the GPU it was given before the restart
+            assert container_of(client, docker_hub, user)["Id"] == before[user]["container"]
+            assert inside(docker_hub, user, tokens[user])["gpu_env"] == before[user]["gpu"]
         # the rebuilt allocator knows both GPUs are held: a new GPU spawn is refused
         reply = requests.post(
             f"{docker_hub.url}/hub/api/users/alice/server",
@@ -324,11 +334,16 @@ def test_hub_restart_keeps_servers_and_rebuilds_the_gpu_allocation(
             timeout=60,
         )
         assert reply.status_code >= 400 and "all 2 GPUs are in use" in reply.json()["message"]
-        log = docker_hub.log()
-        assert "in use after rebuild" in log
+        # ... and by whom: each device by the server that really has it
+        rebuilt = re.search(r"in use after rebuild: (\{.*\})", docker_hub.log()[log_start:])
+        assert rebuilt, docker_hub.log()[log_start:][-4000:]
+        assert ast.literal_eval(rebuilt.group(1)) == {b["gpu"]: u for u, b in before.items()}
     finally:
-        for user in sorted(running):
+        for user in running:
             stop_server(docker_hub.url, user, tokens[user])
+    # each stop gave back the device that server had before the restart
+    stops = {e["user"]: e["gpu"] for e in read_audit(docker_hub.audit_path) if e["event"] == "stop"}
+    assert {user: stops[user] for user in running} == {u: b["gpu"] for u, b in before.items()}
     wait_for(
         lambda: not client.containers(filters={"network": docker_hub.network}),
         30,

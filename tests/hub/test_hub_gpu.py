@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+import time
 
 import pytest
 from mbc_hub.gpu import GpuAllocator, NoGpuFree, detect_gpus
@@ -43,26 +44,56 @@ def test_waiting_spawn_gets_the_gpu_released_meanwhile():
         asyncio.run(gpus.acquire("carol", wait_seconds=0.2, poll=0.05))
 
 
+class _YieldingTable(dict):
+    """A holder table that lets other threads run between a membership test and a store.
+
+    ``allocate`` checks ``device not in holders`` and then sets ``holders[device]``; without the
+    allocator's lock a thread switch between the two hands one device to several owners. The
+    short sleeps make that switch happen every time instead of once in a while.
+    """
+
+    def __contains__(self, key: object) -> bool:
+        found = super().__contains__(key)
+        time.sleep(0.001)
+        return found
+
+    def __setitem__(self, key: str, value: str) -> None:
+        time.sleep(0.001)
+        super().__setitem__(key, value)
+
+
 def test_concurrent_allocation_never_hands_out_a_gpu_twice():
     gpus = GpuAllocator(["0", "1", "2", "3"])
-    got, refused = [], []
+    gpus._holder = _YieldingTable()  # the seam: the same table, with the window widened
+    start = threading.Barrier(40)
+    got: dict[str, str] = {}
+    refused: list[str] = []
+    errors: list[BaseException] = []
     lock = threading.Lock()
 
-    def spawn(i: int) -> None:
+    def spawn(owner: str) -> None:
+        start.wait()
         try:
-            device = gpus.allocate(f"user{i}")
-            with lock:
-                got.append(device)
+            device = gpus.allocate(owner)
         except NoGpuFree:
             with lock:
-                refused.append(i)
+                refused.append(owner)
+        except BaseException as exc:  # noqa: BLE001 - e.g. a dict changed during iteration
+            with lock:
+                errors.append(exc)
+        else:
+            with lock:
+                got[owner] = device
 
-    threads = [threading.Thread(target=spawn, args=(i,)) for i in range(40)]
+    threads = [threading.Thread(target=spawn, args=(f"user{i}",)) for i in range(40)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert sorted(got) == ["0", "1", "2", "3"] and len(refused) == 36
+    assert not errors
+    assert sorted(got.values()) == ["0", "1", "2", "3"], got  # each device to one owner
+    assert gpus.holders() == {device: owner for owner, device in got.items()}
+    assert len(refused) == 36 and gpus.free() == []
 
 
 def test_rebuild_from_running_containers():

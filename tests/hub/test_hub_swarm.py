@@ -60,7 +60,7 @@ def swarm(client):
         try:
             client.init_swarm(advertise_addr="127.0.0.1", listen_addr="127.0.0.1:2377")
         except Exception as exc:  # noqa: BLE001
-            missing(f"cannot start a single-node swarm: {exc}")
+            missing("cannot start a single-node swarm", str(exc))
         made = True
     yield
     if made:
