@@ -7,6 +7,7 @@ import os
 
 import numpy as np
 import pytest
+import zarr
 
 from mbc_lib.errors import MbcError
 from mbc_lib.manifests import get_manifest
@@ -185,3 +186,18 @@ def test_catalog_lists_cases_with_labels(tmp_path):
     assert set(frame.diagnosis) == {"covid19"}
     assert frame["shape"].tolist() == ["20x96x80", "20x96x80"]
     assert open_store(root).catalog("ct-covid").equals(frame)
+
+
+def test_label_pyramid_keeps_the_image_shape_at_every_level_for_odd_sizes(tmp_path):
+    case = ct_case()
+    case.image = case.image[:, :95, :79]  # odd rows and columns
+    case.labels = np.ascontiguousarray(case.labels[:, :95, :79])
+    root = tmp_path / "store"
+    with StoreWriter(root, get_manifest("ct-covid")) as writer:
+        writer.publish(case)
+    group = zarr.open_group(layout.case_path(root, "ct-covid", case.case_id), mode="r")
+    lname = group[layout.LABELS_GROUP].attrs["ome"]["labels"][0]
+    levels = [d["path"] for d in group.attrs["ome"]["multiscales"][0]["datasets"]]
+    assert len(levels) > 1
+    for level in levels:
+        assert group[level].shape == group[layout.LABELS_GROUP][lname][level].shape, level

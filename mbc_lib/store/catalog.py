@@ -56,6 +56,38 @@ def assign_splits(
     return result
 
 
+def catalog_row(attrs: dict[str, Any], manifest: Manifest) -> dict[str, Any]:
+    """The catalog values (all but the split) that a case's ``mbc`` attributes give.
+
+    Tolerant of damaged attributes (``mbc verify`` compares rows against it).
+    """
+    labels = attrs.get("labels") if isinstance(attrs.get("labels"), dict) else {}
+    stats = attrs.get("label_stats") if isinstance(attrs.get("label_stats"), dict) else {}
+    row = {
+        "case_id": attrs.get("case_id"),
+        "patient": attrs.get("patient"),
+        "kind": attrs.get("kind"),
+        "modality": attrs.get("modality"),
+        "shape": _joined(attrs.get("shape"), "{}"),
+        "spacing": _joined(attrs.get("spacing"), "{:.4g}"),
+        "unit": attrs.get("unit"),
+        "study_uid": attrs.get("study_uid"),
+        "series_uid": attrs.get("series_uid"),
+        "n_source_files": attrs.get("n_source_files"),
+        "checksum": attrs.get("checksum"),
+    }
+    row.update({name: labels.get(name) for name in manifest.label_columns})
+    row.update({name: stats.get(name) for name in manifest.label_stat_names})
+    return row
+
+
+def _joined(values: Any, fmt: str) -> str | None:
+    try:
+        return "x".join(fmt.format(v) for v in values)
+    except (TypeError, ValueError):
+        return None
+
+
 def build_catalog(
     root: Path, manifest: Manifest, previous: pd.DataFrame | None = None
 ) -> pd.DataFrame:
@@ -64,28 +96,7 @@ def build_catalog(
     if previous is not None and len(previous):
         prev_splits = dict(zip(previous["patient"], previous["split"], strict=True))
     splits = assign_splits([c["patient"] for c in cases], manifest.split, prev_splits)
-    rows = []
-    for c in cases:
-        row = {
-            "case_id": c["case_id"],
-            "patient": c["patient"],
-            "split": splits[c["patient"]],
-            "kind": c["kind"],
-            "modality": c.get("modality"),
-            "shape": "x".join(str(n) for n in c["shape"]),
-            "spacing": "x".join(f"{s:.4g}" for s in c["spacing"]),
-            "unit": c.get("unit"),
-            "study_uid": c.get("study_uid"),
-            "series_uid": c.get("series_uid"),
-            "n_source_files": c.get("n_source_files"),
-            "checksum": c["checksum"],
-        }
-        for name in manifest.label_columns:
-            row[name] = (c.get("labels") or {}).get(name)
-        stats = c.get("label_stats") or {}
-        for name in manifest.label_stat_names:
-            row[name] = stats.get(name)
-        rows.append(row)
+    rows = [{**catalog_row(c, manifest), "split": splits[c["patient"]]} for c in cases]
     return pd.DataFrame(rows, columns=list(catalog_columns(manifest)))
 
 

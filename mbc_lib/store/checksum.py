@@ -17,10 +17,26 @@ def array_digest(h: hashlib._Hash, array: np.ndarray) -> None:
     h.update(memoryview(a).cast("B"))
 
 
+class CaseHasher:
+    """The case checksum fed one array at a time: the image, then the labels if any."""
+
+    def __init__(self) -> None:
+        self._h = hashlib.sha256()
+        self._arrays = 0
+
+    def add(self, array: np.ndarray) -> None:
+        if self._arrays:
+            self._h.update(b"labels")
+        array_digest(self._h, array)
+        self._arrays += 1
+
+    def checksum(self) -> str:
+        return PREFIX + self._h.hexdigest()
+
+
 def case_checksum(image: np.ndarray, labels: np.ndarray | None) -> str:
-    h = hashlib.sha256()
-    array_digest(h, image)
+    hasher = CaseHasher()
+    hasher.add(image)
     if labels is not None:
-        h.update(b"labels")
-        array_digest(h, labels)
-    return PREFIX + h.hexdigest()
+        hasher.add(labels)
+    return hasher.checksum()

@@ -29,6 +29,19 @@ def level_scales(
     return [[float(s) * f for s, f in zip(spacing, fac, strict=True)] for fac in factors]
 
 
+def translation(
+    dims: Sequence[str],
+    origin: Sequence[float] | None,
+    direction: Sequence[Sequence[float]] | None,
+) -> list[float]:
+    """First voxel in the array-aligned frame: direction . origin per spatial axis, else 0."""
+    spatial = [d for d in dims if d in "zyx"]
+    if origin is None or direction is None or len(direction) != len(spatial):
+        return [0.0] * len(dims)
+    proj = iter(float(np.dot(v, origin)) for v in direction)
+    return [next(proj) if d in "zyx" else 0.0 for d in dims]
+
+
 def multiscales(
     name: str,
     dims: Sequence[str],
@@ -92,15 +105,24 @@ def pyramid_factors(shape: Sequence[int], dims: Sequence[str], levels: int) -> l
 
 
 def downsample(array: np.ndarray, dims: Sequence[str], step: int, labels: bool) -> np.ndarray:
-    """Halve y and x once: mean of 2x2 blocks for images, top-left sample for labels."""
+    """Halve y and x once: mean of 2x2 blocks for images, top-left sample for labels.
+
+    An odd last row or column is dropped for both, so the label pyramid keeps the shape of
+    the image pyramid at every level.
+    """
     if labels:
-        index = tuple(slice(None, None, step) if d in "yx" else slice(None) for d in dims)
+        index = tuple(
+            slice(0, (n // step) * step, step) if d in "yx" else slice(None)
+            for n, d in zip(array.shape, dims, strict=True)
+        )
         return np.ascontiguousarray(array[index])
     crop = tuple(
         slice(0, (n // step) * step) if d in "yx" else slice(None)
         for n, d in zip(array.shape, dims, strict=True)
     )
     a = array[crop]
+    if step == 2 and a.dtype.kind in "iu" and a.dtype.itemsize <= 4:
+        return _mean_2x2_int(a, dims)
     shape: list[int] = []
     reduce_axes: list[int] = []
     for n, d in zip(a.shape, dims, strict=True):
@@ -114,3 +136,32 @@ def downsample(array: np.ndarray, dims: Sequence[str], step: int, labels: bool) 
         info = np.iinfo(array.dtype)
         mean = np.clip(np.rint(mean), info.min, info.max)
     return mean.astype(array.dtype)
+
+
+def _mean_2x2_int(a: np.ndarray, dims: Sequence[str]) -> np.ndarray:
+    """``rint(mean)`` of the 2x2 blocks of an integer array, in integer arithmetic.
+
+    The same values as the float64 mean: a sum of four integers and a division by four are
+    exact there, and ``rint`` rounds halves to even, as here. Slabs of about a million
+    values along the first axis keep the temporaries in cache.
+    """
+    out = np.empty(
+        [n // 2 if d in "yx" else n for n, d in zip(a.shape, dims, strict=True)], a.dtype
+    )
+    step = 2 if dims[0] in "yx" else 1  # input rows per output row along the first axis
+    slab = max(1, (1 << 20) // max(1, step * (a.size // max(1, a.shape[0]))))
+    for start in range(0, out.shape[0], slab):
+        out[start : start + slab] = _block_mean(a[start * step : (start + slab) * step], dims)
+    return out
+
+
+def _block_mean(a: np.ndarray, dims: Sequence[str]) -> np.ndarray:
+    acc = {1: np.int16, 2: np.int32}.get(a.dtype.itemsize, np.int64)
+    total = a
+    for axis in (dims.index("y"), dims.index("x")):
+        even = tuple(slice(0, None, 2) if i == axis else slice(None) for i in range(a.ndim))
+        odd = tuple(slice(1, None, 2) if i == axis else slice(None) for i in range(a.ndim))
+        total = np.add(total[even], total[odd], dtype=acc)
+    quotient, remainder = total >> 2, total & 3
+    quotient += (remainder + (quotient & 1)) > 2
+    return quotient

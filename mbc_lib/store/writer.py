@@ -61,15 +61,6 @@ def _chunks(kind: str, shape: tuple[int, ...], dims: tuple[str, ...]) -> tuple[i
     return tuple(1 if d == "t" else min(n, 512) for n, d in zip(shape, dims, strict=True))
 
 
-def _translation(case: CaseData) -> list[float]:
-    """First voxel in the array-aligned frame: direction^T . origin (0 where unknown)."""
-    spatial = [d for d in case.dims if d in "zyx"]
-    if case.origin is None or case.direction is None or len(case.direction) != len(spatial):
-        return [0.0] * len(case.dims)
-    proj = iter(float(np.dot(v, case.origin)) for v in case.direction)
-    return [next(proj) if d in "zyx" else 0.0 for d in case.dims]
-
-
 def _make_writable(path: Path) -> None:
     for dirpath, dirnames, _ in os.walk(path):
         os.chmod(dirpath, 0o755)
@@ -179,7 +170,7 @@ class StoreWriter:
         group = zarr.open_group(path, mode="w-", zarr_format=3)
         factors = ngff.pyramid_factors(case.image.shape, case.dims, PYRAMID_LEVELS)
         scales = ngff.level_scales(case.dims, case.spacing, factors)
-        translation = _translation(case)
+        translation = ngff.translation(case.dims, case.origin, case.direction)
         self._write_pyramid(group, case.image, case, factors, labels=False)
         attrs = dict(case.attrs)
         attrs.update(
