@@ -450,3 +450,11 @@ def test_a_read_only_store_stops_the_run_with_one_line(ct_src, fundus_src, tmp_p
         assert sorted(p.relative_to(store) for p in store.rglob("*")) == before
     finally:
         _umount(mount)
+
+
+def test_noise_that_starts_like_a_data_set_is_unsupported_not_identified(ct_src, tmp_path):
+    (ct_src / "scanner.bin").write_bytes(b"\x08\x00garbage from Quixote's scanner" * 4)
+    result = ingest(ct_src, tmp_path / "store", "ct-covid", progress=False)
+    reason = _reasons(result.quarantine_dir)["scanner.bin"]
+    assert reason == {"path": "scanner.bin", "reason": "unsupported file type", "copied": False}
+    assert result.cases_published == SAMPLE_ARGS["n_ct"]

@@ -11,8 +11,6 @@ from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 
-from pydicom.datadict import DicomDictionary
-
 from ..atomic import write_bytes
 from ..checkpoints import checkpoint
 from ..errors import MbcError
@@ -29,7 +27,6 @@ from .report import DEIDENTIFIED, ActionCounts, DeidReport, FileResult, describe
 from .tables import TableRefused, dataset_of, deid_labels, deid_mask
 
 UNSUPPORTED = "unsupported file type: not DICOM, JPEG, PNG, a dataset label table or mask"
-_SOP_CLASS_UID = 0x00080016
 
 
 def profile_summary() -> dict[str, object]:
@@ -56,13 +53,6 @@ def _check_paths(src: Path, out: Path) -> None:
         raise MbcError(f"output folder {out} must not contain the source folder")
     if out.is_symlink() or (out.exists() and (not out.is_dir() or any(out.iterdir()))):
         raise MbcError(f"output folder {out} exists and is not empty")
-
-
-def _looks_like_dicom(elements: dict[int, object]) -> bool:
-    """A forced read of a file without preamble found real DICOM, not noise."""
-    return _SOP_CLASS_UID in elements or any(
-        tag >> 16 == 0x0008 and tag in DicomDictionary for tag in elements
-    )
 
 
 @contextmanager
@@ -129,8 +119,6 @@ class _TreeRun:
             return FileResult.refused(
                 rel, "other" if force else "dicom", UNSUPPORTED if force else str(exc)
             )
-        if force and not _looks_like_dicom(ds._dict):
-            return FileResult.refused(rel, "other", UNSUPPORTED)
         try:
             counts = deid_dicom_dataset(ds, dst, self.key, options=options)
         except DicomRefused as exc:

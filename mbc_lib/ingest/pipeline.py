@@ -340,7 +340,7 @@ def _gate_one(f: SourceFile, data: bytes, manifest: Manifest, gated: _Gated, bud
         try:
             ds = read_dicom(data, force=f.kind == "bare-dicom")
         except MalformedDicom as exc:
-            gated.refused.append((f, str(exc), False))
+            gated.refused.append((f, UNSUPPORTED if f.kind == "bare-dicom" else str(exc), False))
             return
         findings = phi_gate.check_dicom_dataset(ds)
         if not findings:

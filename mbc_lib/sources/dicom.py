@@ -13,12 +13,14 @@ import warnings
 from pathlib import Path
 
 import pydicom
+from pydicom.datadict import DicomDictionary
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 
 from ..errors import describe_error
 
 _UNDEFINED = 0xFFFFFFFF
+_SOP_CLASS_UID = 0x00080016
 #: Shortest element header (implicit VR, or explicit VR with a 2-byte length).
 _MIN_HEADER = 8
 
@@ -43,6 +45,13 @@ def truncation(ds: Dataset, size: int) -> str | None:
     return None
 
 
+def looks_like_dicom(ds: Dataset) -> bool:
+    """A forced read of a file without preamble found real DICOM, not noise: a SOP Class UID
+    or an attribute of group 0008 that the dictionary knows."""
+    tags = [int(e.tag) for e in ds.elements()]
+    return _SOP_CLASS_UID in tags or any(t >> 16 == 0x0008 and t in DicomDictionary for t in tags)
+
+
 def read_dicom(data: bytes | Path, *, force: bool = False) -> Dataset:
     """Read a whole DICOM file (its bytes or its path); :class:`MalformedDicom` if it is not
     a complete, readable object."""
@@ -53,10 +62,12 @@ def read_dicom(data: bytes | Path, *, force: bool = False) -> Dataset:
             ds = pydicom.dcmread(io.BytesIO(raw), force=force)
     except Exception as exc:  # noqa: BLE001 - any reader failure is a refusal
         raise MalformedDicom(f"not readable as DICOM: {describe_error(exc)}") from None
+    if force and not looks_like_dicom(ds):
+        raise MalformedDicom("not readable as DICOM: no DICOM data set in it")
     problem = truncation(ds, len(raw))
     if problem:
         raise MalformedDicom(f"malformed DICOM: {problem}")
     return ds
 
 
-__all__ = ["MalformedDicom", "read_dicom", "truncation"]
+__all__ = ["MalformedDicom", "looks_like_dicom", "read_dicom", "truncation"]
