@@ -458,3 +458,28 @@ def test_noise_that_starts_like_a_data_set_is_unsupported_not_identified(ct_src,
     reason = _reasons(result.quarantine_dir)["scanner.bin"]
     assert reason == {"path": "scanner.bin", "reason": "unsupported file type", "copied": False}
     assert result.cases_published == SAMPLE_ARGS["n_ct"]
+
+
+def test_a_zero_pixel_spacing_means_unknown_size_and_nan_is_refused(tmp_path):
+    from pydicom import config
+    from pydicom.data import get_testdata_file
+
+    from mbc_lib.deid.dicom import deid_dicom_file
+    from mbc_lib.deid.keys import DeidKey
+
+    src = tmp_path / "src"
+    key = DeidKey(b"spacing-test-key-0123456789abcdef")
+    for name, spacing in (("zero", ["0.000", "0.000"]), ("nan", ["nan", "0.5"])):
+        raw = tmp_path / f"{name}-raw.dcm"
+        ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+        with config.disable_value_validation():
+            ds.PixelSpacing = spacing
+            ds.save_as(raw)
+        assert deid_dicom_file(raw, src / f"{name}.dcm", key).status == "deidentified"
+    result = ingest(src, tmp_path / "store", "dicom-reference", progress=False)
+    reasons = _reasons(result.quarantine_dir)
+    assert reasons["nan.dcm"]["reason"] == "Pixel Spacing holds a value that is not finite"
+    assert "zero.dcm" not in reasons
+    (case_id,) = open_store(tmp_path / "store").catalog("dicom-reference").case_id
+    attrs = open_store(tmp_path / "store").case_attrs("dicom-reference", case_id)
+    assert attrs["unit"] is None and attrs["spacing"] == [1.0, 1.0]

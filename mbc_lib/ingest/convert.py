@@ -257,8 +257,10 @@ def generic_image(ds: Dataset, budget: int = DEFAULT_MAX_PIXELS) -> GenericImage
             unit = "millimeter"
         except (TypeError, ValueError):
             yx = (1.0, 1.0)
-        if not all(math.isfinite(v) and v > 0 for v in yx):
-            raise ConversionError("Pixel Spacing is not a finite positive number")
+        if not all(math.isfinite(v) for v in yx):
+            raise ConversionError("Pixel Spacing holds a value that is not finite")
+        if not all(v > 0 for v in yx):  # 0.000 in real files: the size is simply unknown
+            yx, unit = (1.0, 1.0), None
     spacing = tuple(yx[["y", "x"].index(d)] if d in "yx" else 1.0 for d in dims)
     value_units = "HU" if ds.get("Modality") == "CT" else None
     return GenericImage(np.ascontiguousarray(pixels), tuple(dims), spacing, unit, value_units)

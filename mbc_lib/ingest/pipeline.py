@@ -160,8 +160,8 @@ class _Run:
             for f in files:
                 self.refuse(
                     f,
-                    f"differs from published case {case.case_id}; published cases "
-                    "are never changed",
+                    f"differs from a published case: {case.case_id} holds other content, "
+                    "and published cases are never changed",
                 )
             return "refused"
         case.attrs.setdefault("dataset", self.manifest.name)
