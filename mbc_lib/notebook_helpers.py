@@ -50,10 +50,22 @@ def accelerator(device: str = "auto", amp: bool = True) -> Accelerator:
     return Accelerator(dev, amp=amp and dev.type == "cuda")
 
 
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy, torch and MONAI so a run can be repeated."""
+def seed_everything(seed: int, *, deterministic: bool = False, threads: int | None = None) -> None:
+    """Seed Python, NumPy, torch and MONAI so a run can be repeated.
+
+    ``deterministic`` also makes torch use deterministic algorithms (strictly on the CPU; on a
+    GPU an op that has none warns instead of failing). ``threads`` fixes torch's CPU thread
+    count: how a CPU run splits its sums, and so its last bits, depend on it.
+    """
     from monai.utils import set_determinism
 
+    if threads is not None:
+        torch.set_num_threads(threads)
+    if deterministic:
+        gpu = torch.cuda.is_available()
+        if gpu:  # cuBLAS is deterministic only with a fixed workspace, set before it starts
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=gpu)
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)

@@ -241,13 +241,18 @@ def test_slice_reads_only_the_chunks_holding_it(store):
 
 def test_cache_never_exceeds_its_budget_and_serves_hits(store):
     uncached = CTPatchDataset(store, patch_size=(16, 32, 32), samples_per_case=8, seed=3)
-    budget = 100_000  # a few 16x64x64 chunks, less than one case
+    # a case is two int16 image chunks (16x64x64: 131 kB each) and two label chunks (65 kB):
+    # the budget holds two image chunks, or one and both labels, never a whole case, so
+    # chunks are evicted and read again all the time
+    budget = 300_000
     cached = CTPatchDataset(
         store, patch_size=(16, 32, 32), samples_per_case=8, seed=3, cache_bytes=budget
     )
 
     def check(index):
-        torch.testing.assert_close(cached[index]["image"], uncached[index]["image"])
+        got, want = cached[index], uncached[index]
+        for key in ("image", "label"):
+            torch.testing.assert_close(got[key], want[key], rtol=0, atol=0)
         assert cached.cache_info().bytes <= budget
 
     with ThreadPoolExecutor(4) as pool:
@@ -258,8 +263,10 @@ def test_cache_never_exceeds_its_budget_and_serves_hits(store):
     tiny[0]
     tiny[0]
     assert tiny.cache_info().chunks == 0 and tiny.cache_info().hits == 0
+    plain = FundusDataset(store)
     whole = FundusDataset(store, cache_bytes=1 << 26)
-    torch.testing.assert_close(whole[0]["image"], whole[0]["image"])
+    for _ in range(2):  # a miss (read from the store), then a hit (copied from the cache)
+        torch.testing.assert_close(whole[0]["image"], plain[0]["image"], rtol=0, atol=0)
     assert (whole.cache_info().hits, whole.cache_info().misses) == (1, 1)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from ..deid.keys import DeidKey, generate_key_file
@@ -28,9 +29,12 @@ def build_sample_store(
     ct_size: int = 128,
     include_real_dicom: bool = True,
     progress: bool = False,
+    key_file: str | os.PathLike[str] | None = None,
 ) -> Path:
     """Write ``workdir/{input,deid,store}`` (and the project key); return the store path.
 
+    Without ``key_file`` a new random project key is written to ``workdir/project.key``; with
+    one, that key is used (the same key and ``seed`` give the same pseudonyms and splits).
     Reuses a finished store already in ``workdir`` (one that ``mbc verify`` passes).
     """
     workdir = Path(workdir)
@@ -41,7 +45,7 @@ def build_sample_store(
         raise MbcError(f"{workdir} holds an unfinished sample store; remove it and retry")
     workdir.mkdir(parents=True, exist_ok=True)
     write_sample_tree(workdir / "input", seed=seed, n_fundus=n_fundus, n_ct=n_ct, ct_size=ct_size)
-    key = DeidKey.from_file(generate_key_file(workdir / "project.key"))
+    key = DeidKey.from_file(key_file or generate_key_file(workdir / "project.key"))
     deid_tree(workdir / "input", workdir / "deid", key, progress=progress)
     for folder, dataset in SAMPLE_DATASETS.items():
         if folder == "dicom-real" and not include_real_dicom:
