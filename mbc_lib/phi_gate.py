@@ -10,13 +10,16 @@ import io
 import zipfile
 import zlib
 from collections.abc import Iterable
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydicom.datadict import dictionary_VR
+from pydicom.datadict import dictionary_VR, keyword_for_tag
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
 
 from .deid import table_e11
 from .deid.keys import DERIVED_UID_RE, PSEUDONYM_RE
@@ -73,6 +76,7 @@ def _must_be_absent(codes: frozenset[str] | None = None) -> frozenset[int]:
 
 # -- DICOM --------------------------------------------------------------------------------
 _BIRTH = frozenset({0x00100030, 0x00100032})  # Patient's Birth Date, Birth Time
+_PATIENT_NAME = 0x00100010
 
 
 def _vr(elem: Any) -> str:
@@ -85,27 +89,60 @@ def _vr(elem: Any) -> str:
         return "UN"
 
 
-def _iter_elements(
-    ds: Dataset, wanted: frozenset[int], depth: int = 0
-) -> Iterable[tuple[Any, int, bool]]:
-    """(element, depth, private) for every element at any depth.
+@dataclass(frozen=True, slots=True)
+class _Seen:
+    """What the gate needs of one element: where it is and its non-empty values."""
 
-    Only elements the gate must read (sequences, person names, UIDs and the tags in
-    ``wanted``) are converted; the rest are looked at by tag, as pydicom read them.
-    """
+    tag: int
+    vr: str
+    depth: int
+    private: bool
+    values: tuple[str, ...]  # text values with padding removed; ("<binary>",) for binary
+
+    @property
+    def where(self) -> str:
+        name = keyword_for_tag(self.tag) or f"({self.tag >> 16:04X},{self.tag & 0xFFFF:04X})"
+        return name + (f" (in a sequence, depth {self.depth})" if self.depth else "")
+
+
+_TEXT_VRS = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST"})
+_TEXT_VRS |= frozenset({"TM", "UC", "UI", "UR", "UT"})
+
+
+def _values(elem: Any, vr: str) -> tuple[str, ...]:
+    """Non-empty values of a raw or converted element, read from its bytes when raw."""
+    value = elem.value
+    if isinstance(elem, RawDataElement):
+        if value is None:
+            return ("<deferred>",) if elem.length else ()
+        if vr not in _TEXT_VRS:
+            return ("<binary>",) if value else ()
+        text = value.decode("latin-1")
+        return tuple(v for v in (v.strip("\x00 ") for v in text.split("\\")) if v)
+    if elem.is_empty:
+        return ()
+    if vr not in _TEXT_VRS:
+        return ("<binary>",)
+    many = value if isinstance(value, (list, tuple, MultiValue)) else [value]
+    return tuple(t for t in (str(v).strip("\x00 ") for v in many) if t)
+
+
+def _iter_elements(ds: Dataset, wanted: frozenset[int], depth: int = 0) -> Iterable[_Seen]:
+    """Every element the gate must look at, at any depth, without converting its value:
+    private ones (by tag), sequences (walked), person names, UIDs and the ``wanted`` tags."""
     for raw in ds.elements():
         tag = int(raw.tag)
         if tag >> 16 & 1:
-            yield raw, depth, True
+            yield _Seen(tag, "", depth, True, ())
             continue
         vr = _vr(raw)
-        if vr not in ("SQ", "PN", "UI") and tag not in wanted:
-            continue
-        elem = ds[raw.tag]
-        yield elem, depth, False
-        if elem.VR == "SQ" and elem.value:
-            for item in elem.value:
+        if vr == "SQ":
+            items = ds[raw.tag].value or []
+            yield _Seen(tag, vr, depth, False, ("<items>",) if items else ())
+            for item in items:
                 yield from _iter_elements(item, wanted, depth + 1)
+        elif vr in ("PN", "UI") or tag in wanted:
+            yield _Seen(tag, vr, depth, False, _values(raw, vr))
 
 
 def check_dicom_dataset(ds: Dataset) -> list[str]:
@@ -130,32 +167,21 @@ def check_dicom_dataset(ds: Dataset) -> list[str]:
     if meta_uid and meta_uid not in standard_uids and not DERIVED_UID_RE.match(meta_uid):
         problems.append("MediaStorageSOPInstanceUID holds an original (not re-derived) UID")
     private = 0
-    for source in (ds,):
-        for elem, depth, is_private in _iter_elements(source, absent | _BIRTH):
-            if is_private:
-                private += 1
-                continue
-            tag = int(elem.tag)
-            where = f"{elem.keyword or elem.tag}" + (
-                f" (in a sequence, depth {depth})" if depth else ""
-            )
-            if tag in absent and not elem.is_empty:
-                problems.append(f"{where} should have been removed")
-            elif (
-                elem.VR == "PN"
-                and not elem.is_empty
-                and not (depth == 0 and elem.keyword == "PatientName")
-            ):
-                problems.append(f"person name in {where}")
-            elif elem.VR == "UI" and not elem.is_empty:
-                values = elem.value if elem.VM > 1 else [elem.value]
-                for uid in values:
-                    uid = str(uid)
-                    if uid not in standard_uids and not DERIVED_UID_RE.match(uid):
-                        problems.append(f"{where} holds an original (not re-derived) UID")
-                        break
-            elif tag in _BIRTH and not elem.is_empty:
-                problems.append(f"{where} present")
+    for seen in _iter_elements(ds, absent | _BIRTH):
+        if seen.private:
+            private += 1
+        elif not seen.values:
+            continue
+        elif seen.tag in absent:
+            problems.append(f"{seen.where} should have been removed")
+        elif seen.vr == "PN" and not (seen.depth == 0 and seen.tag == _PATIENT_NAME):
+            problems.append(f"person name in {seen.where}")
+        elif seen.vr == "UI" and any(
+            uid not in standard_uids and not DERIVED_UID_RE.match(uid) for uid in seen.values
+        ):
+            problems.append(f"{seen.where} holds an original (not re-derived) UID")
+        elif seen.tag in _BIRTH:
+            problems.append(f"{seen.where} present")
     if private:
         problems.append(f"{private} private attribute(s) present")
     return _unique(problems)

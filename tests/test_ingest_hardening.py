@@ -483,3 +483,70 @@ def test_a_zero_pixel_spacing_means_unknown_size_and_nan_is_refused(tmp_path):
     (case_id,) = open_store(tmp_path / "store").catalog("dicom-reference").case_id
     attrs = open_store(tmp_path / "store").case_attrs("dicom-reference", case_id)
     assert attrs["unit"] is None and attrs["spacing"] == [1.0, 1.0]
+
+
+# -- reading pixels straight from the file ------------------------------------------------------
+def _hu_both_ways(ds: pydicom.Dataset) -> tuple[np.ndarray, np.ndarray | None]:
+    from mbc_lib.ingest import convert
+
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    data = buffer.getvalue()
+    read = pydicom.dcmread(io.BytesIO(data))
+    native = convert.native_pixels(read, int(read.Rows), int(read.Columns))
+    expected = convert.dataset_hu(pydicom.dcmread(io.BytesIO(data)))
+    if native is None:
+        return expected, None
+    raw = data[native.offset : native.offset + native.length]
+    return expected, convert.native_hu(raw, native, (int(read.Rows), int(read.Columns)))
+
+
+@pytest.mark.parametrize(
+    ("representation", "bits_stored", "rescale"),
+    [(0, 12, True), (0, 16, False), (1, 12, True), (1, 16, True), (1, 10, False)],
+)
+def test_native_pixels_read_exactly_as_pydicom_decodes_them(representation, bits_stored, rescale):
+    from pydicom.data import get_testdata_file
+
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    rng = np.random.default_rng(bits_stored)
+    stored = rng.integers(0, 1 << 16, size=(ds.Rows, ds.Columns), dtype=np.uint16)
+    ds.PixelData = stored.tobytes()  # high bits set beyond Bits Stored: pydicom masks them
+    ds.PixelRepresentation, ds.BitsStored, ds.HighBit = representation, bits_stored, bits_stored - 1
+    if rescale:
+        ds.RescaleSlope, ds.RescaleIntercept = "1.5", "-1024"
+    else:
+        del ds.RescaleSlope, ds.RescaleIntercept
+    expected, native = _hu_both_ways(ds)
+    assert native is not None
+    assert native.dtype == expected.dtype
+    np.testing.assert_array_equal(native, expected)
+
+
+def test_compressed_or_odd_pixel_data_is_left_to_pydicom():
+    from pydicom.data import get_testdata_file
+
+    from mbc_lib.ingest.convert import native_pixels
+
+    for name in ("JPEG2000.dcm", "MR_small_RLE.dcm", "SC_rgb.dcm", "emri_small.dcm"):
+        ds = pydicom.dcmread(get_testdata_file(name))
+        assert native_pixels(ds, int(ds.Rows), int(ds.Columns)) is None, name
+
+
+def test_a_file_changed_after_the_gate_read_it_is_not_read_again(ct_src, tmp_path, monkeypatch):
+    from mbc_lib.ingest import pipeline
+
+    victim = _slices(ct_src)["SE0002"][3]
+    gate = pipeline._gate
+
+    def gate_then_swap(*args, **kwargs):
+        gated = gate(*args, **kwargs)
+        victim.write_bytes(victim.read_bytes())  # same bytes, a new version of the file
+        return gated
+
+    monkeypatch.setattr(pipeline, "_gate", gate_then_swap)
+    result = ingest(ct_src, tmp_path / "store", "ct-covid", progress=False)
+    reasons = _reasons(result.quarantine_dir)
+    rel = victim.relative_to(ct_src).as_posix()
+    assert "file changed while it was being ingested" in reasons[rel]["reason"]
+    assert result.cases_published == SAMPLE_ARGS["n_ct"] - 1

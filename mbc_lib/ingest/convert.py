@@ -11,8 +11,10 @@ from dataclasses import dataclass
 import numpy as np
 import pydicom
 from PIL import Image
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.pixels import apply_modality_lut
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from ..errors import describe_error
 from ..sources.limits import DEFAULT_MAX_PIXELS, OverBudget, check_pixels
@@ -50,6 +52,86 @@ class Slice:
     orientation: tuple[float, ...]  # Image Orientation (Patient): row then column cosines
     position: tuple[float, float, float]  # Image Position (Patient), mm
     pixel_spacing: tuple[float, float]  # mm between rows, between columns
+    pixels: NativePixels | None = None  # where its pixels lie, when they can be read directly
+
+
+@dataclass(frozen=True, slots=True)
+class NativePixels:
+    """Uncompressed little-endian 16-bit pixel data: where it lies in the file and how to
+    read it exactly as pydicom's ``pixel_array`` and ``apply_modality_lut`` would."""
+
+    offset: int
+    length: int
+    bits_stored: int
+    signed: bool
+    rescale: tuple[float, float] | None  # (slope, intercept) when both are present
+
+
+_NATIVE_SYNTAXES = frozenset({ImplicitVRLittleEndian, ExplicitVRLittleEndian})
+_PIXEL_DATA = 0x7FE00010
+
+
+def native_pixels(ds: Dataset, rows: int, columns: int) -> NativePixels | None:
+    """How to read ``ds``'s pixels straight from the file, or None (pydicom decodes them)."""
+    meta = getattr(ds, "file_meta", None)
+    syntax = meta.get("TransferSyntaxUID") if meta is not None else None
+    if syntax not in _NATIVE_SYNTAXES or "ModalityLUTSequence" in ds:
+        return None
+    try:
+        layout = [int(ds.get(k, d)) for k, d in _NATIVE_LAYOUT]
+    except (TypeError, ValueError):
+        return None
+    bits_allocated, samples, frames, representation, bits_stored, high_bit = layout
+    raw = ds.get_item(_PIXEL_DATA)
+    if (
+        bits_allocated != 16
+        or samples != 1
+        or frames != 1
+        or representation not in (0, 1)
+        or not 1 <= bits_stored <= 16
+        or high_bit != bits_stored - 1
+        or not isinstance(raw, RawDataElement)
+        or raw.length != rows * columns * 2
+    ):
+        return None
+    both = "RescaleSlope" in ds and "RescaleIntercept" in ds
+    return NativePixels(
+        offset=raw.value_tell,
+        length=raw.length,
+        bits_stored=bits_stored,
+        signed=representation == 1,
+        rescale=rescale(ds) if both else None,
+    )
+
+
+_NATIVE_LAYOUT = (
+    ("BitsAllocated", 0),
+    ("SamplesPerPixel", 1),
+    ("NumberOfFrames", 1),
+    ("PixelRepresentation", -1),
+    ("BitsStored", 0),
+    ("HighBit", -1),
+)
+
+
+def native_hu(data: bytes, pixels: NativePixels, shape: tuple[int, int]) -> np.ndarray:
+    """Modality values from the bytes :class:`NativePixels` points at (pydicom's result:
+    unused high bits masked, signed values sign-extended, slope and intercept in float64)."""
+    stored = np.frombuffer(data, dtype="<u2").reshape(shape)
+    if pixels.bits_stored < 16:
+        stored = stored & np.uint16((1 << pixels.bits_stored) - 1)
+    if pixels.signed:
+        values = stored.astype(np.int32)
+        values[values >= 1 << (pixels.bits_stored - 1)] -= 1 << pixels.bits_stored
+        values = values.astype(np.int16)
+    else:
+        values = stored
+    if pixels.rescale is None:
+        return values
+    slope, intercept = pixels.rescale
+    hu = values.astype(np.float64) * slope
+    hu += intercept
+    return hu
 
 
 def _floats(value: object, n: int, what: str) -> tuple[float, ...]:
@@ -108,6 +190,7 @@ def ct_slice(ds: Dataset, budget: int) -> Slice:
         sop_uid=uid,
         rows=rows,
         columns=columns,
+        pixels=native_pixels(ds, rows, columns),
         orientation=_floats(ds.get("ImageOrientationPatient"), 6, "Image Orientation (Patient)"),
         position=_floats(ds.get("ImagePositionPatient"), 3, "Image Position (Patient)"),
         pixel_spacing=_floats(ds.get("PixelSpacing"), 2, "Pixel Spacing"),  # type: ignore[arg-type]
@@ -127,11 +210,20 @@ def _in_int16(hu: np.ndarray) -> np.ndarray:
     return np.rint(hu).astype(np.int16) if hu.dtype.kind == "f" else hu.astype(np.int16)
 
 
-def ct_volume(slices: Sequence[Slice], read_pixels: Callable[[int], Dataset]) -> Volume:
+def dataset_hu(ds: Dataset) -> np.ndarray:
+    """Modality values of a whole dataset, decoded by pydicom."""
+    try:
+        return np.asarray(apply_modality_lut(ds.pixel_array, ds))
+    except Exception as exc:  # noqa: BLE001 - any decoder failure is a reason to refuse
+        raise ConversionError(f"pixel data cannot be decoded: {describe_error(exc)}") from None
+
+
+def ct_volume(slices: Sequence[Slice], read_hu: Callable[[int], np.ndarray]) -> Volume:
     """Stack one CT series, ordered along the slice normal, into an int16 HU volume.
 
-    ``slices`` are the series' slice geometries; ``read_pixels(i)`` returns the full dataset
-    of slice ``i``. Inconsistent series raise :class:`ConversionError`.
+    ``slices`` are the series' slice geometries; ``read_hu(i)`` returns the modality values
+    of slice ``i`` (:func:`native_hu` or :func:`dataset_hu`). Inconsistent series raise
+    :class:`ConversionError`.
     """
     if len(slices) < 2:
         raise ConversionError(f"series has {len(slices)} slice; a CT volume needs at least 2")
@@ -165,11 +257,7 @@ def ct_volume(slices: Sequence[Slice], read_pixels: Callable[[int], Dataset]) ->
         )
     volume = np.empty((len(slices), *shape), dtype=np.int16)
     for z, index in enumerate(order):
-        ds = read_pixels(int(index))
-        try:
-            hu = apply_modality_lut(ds.pixel_array, ds)
-        except Exception as exc:  # noqa: BLE001 - any decoder failure is a reason to refuse
-            raise ConversionError(f"pixel data cannot be decoded: {describe_error(exc)}") from None
+        hu = read_hu(int(index))
         if hu.shape != shape:
             raise ConversionError("pixel data does not match Rows/Columns")
         volume[z] = _in_int16(np.asarray(hu))

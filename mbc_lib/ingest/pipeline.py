@@ -29,7 +29,17 @@ from ..progress import progress as progress_bar
 from ..sources.dicom import MalformedDicom, read_dicom
 from ..sources.limits import max_pixels
 from ..sources.tables import TableError, describe_duplicates, duplicate_keys, read_table
-from ..sources.walk import HEAD_BYTES, UnreadableFile, classify, inside, read_file, walk_tree
+from ..sources.walk import (
+    HEAD_BYTES,
+    Stamp,
+    UnreadableFile,
+    classify,
+    inside,
+    read_file,
+    read_range,
+    read_stamped,
+    walk_tree,
+)
 from ..store.catalog import write_catalog
 from ..store.schema import label_stats
 from ..store.writer import CaseData, StoreWriter
@@ -76,6 +86,11 @@ class SourceFile:
     path: Path
     rel: str  # relative to the source root, '/'-separated
     kind: str  # dicom | bare-dicom | jpeg | png | labels | mask | report
+    stamp: Stamp | None = None  # the version the gate read; later reads must find it
+
+    def read(self) -> bytes:
+        """The file again, exactly as the PHI gate read it (refused if it changed since)."""
+        return read_file(self.path, stamp=self.stamp)
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +157,7 @@ class _Run:
         """Quarantine ``f``: copied when the gate verified it, listed otherwise."""
         self.counted.add(f.rel)
         if verified:
-            self.quarantine.put(f.path, f.rel, reason)
+            self.quarantine.put(f.path, f.rel, reason, f.stamp)
         else:
             self.quarantine.record(f.rel, reason)
         _count_refusal(self.result, reason)
@@ -323,11 +338,12 @@ def _gate(src: Path, manifest: Manifest, progress: bool, budget: int, from_deid:
             gated.refused.append((SourceFile(entry.path, entry.rel, "other"), entry.reason, False))
             continue
         try:
-            data = read_file(entry.path)
+            data, stamp = read_stamped(entry.path)
         except UnreadableFile as exc:
             gated.refused.append((SourceFile(entry.path, entry.rel, "other"), str(exc), False))
             continue
-        f = SourceFile(entry.path, entry.rel, classify(data[:HEAD_BYTES], entry.rel, manifest))
+        kind = classify(data[:HEAD_BYTES], entry.rel, manifest)
+        f = SourceFile(entry.path, entry.rel, kind, stamp)
         if from_deid and f.kind == "report":
             continue  # the de-identifier's own report is not part of the input
         _gate_one(f, data, manifest, gated, budget)
@@ -466,7 +482,7 @@ def _load_labels(run: _Run, f: SourceFile) -> None:
     labels = run.labels
     labels.file = f
     try:
-        labels.rows = _label_rows(read_file(f.path), run.manifest)
+        labels.rows = _label_rows(f.read(), run.manifest)
     except (UnreadableFile, TableError) as exc:
         labels.refused = str(exc)
         run.refuse(f, f"label table refused: {exc}")
@@ -529,7 +545,7 @@ def _ingest_fundus(run: _Run, dicoms: list[_Dicom], photos: list[SourceFile]) ->
             run.refuse(f, "no row for this image in the label table")
             continue
         try:
-            image = convert.photo_rgb(read_file(f.path), run.budget)
+            image = convert.photo_rgb(f.read(), run.budget)
         except (convert.ConversionError, UnreadableFile) as exc:
             run.refuse(f, str(exc))
             continue
@@ -559,7 +575,7 @@ def _ingest_generic(run: _Run, dicoms: list[_Dicom], photos: list[SourceFile]) -
         run.refuse(f, "photographs are not accepted by a DICOM dataset")
     for d in progress_bar(dicoms, run.progress, desc="images", unit="file"):
         try:
-            ds = read_dicom(read_file(d.file.path), force=d.file.kind == "bare-dicom")
+            ds = read_dicom(d.file.read(), force=d.file.kind == "bare-dicom")
             img = convert.generic_image(ds, run.budget)
         except (convert.ConversionError, MalformedDicom, UnreadableFile) as exc:
             run.refuse(d.file, str(exc))
@@ -619,6 +635,18 @@ def _series(run: _Run, dicoms: list[_Dicom]) -> dict[str, list[_Dicom]]:
     return series
 
 
+def _slice_hu(d: _Dicom) -> np.ndarray:
+    """A slice's modality values: read straight from the file where its pixel data is
+    native 16-bit (as the gate recorded it), else decoded by pydicom."""
+    geometry, f = d.slice, d.file
+    assert geometry is not None
+    native = geometry.pixels
+    if native is None:
+        return convert.dataset_hu(read_dicom(f.read()))
+    data = read_range(f.path, native.offset, native.length, f.stamp)
+    return convert.native_hu(data, native, (geometry.rows, geometry.columns))
+
+
 @dataclass
 class _Mask:
     file: SourceFile
@@ -630,7 +658,7 @@ def _read_masks(run: _Run, masks: list[SourceFile]) -> dict[frozenset[str], _Mas
     index: dict[frozenset[str], _Mask] = {}
     for f in masks:
         try:
-            with np.load(io.BytesIO(read_file(f.path)), allow_pickle=False) as npz:
+            with np.load(io.BytesIO(f.read()), allow_pickle=False) as npz:
                 mask = _Mask(f, npz["labels"], [str(u) for u in npz["sop_instance_uids"]])
         except Exception as exc:  # noqa: BLE001 - a damaged archive quarantines the mask
             run.refuse(f, f"malformed mask file: {describe_error(exc)}")
@@ -656,7 +684,7 @@ def _ingest_ct(
         try:
             vol = convert.ct_volume(
                 [m.slice for m in members],  # type: ignore[misc]
-                lambda i, m=members: read_dicom(read_file(m[i].file.path)),
+                lambda i, m=members: _slice_hu(m[i]),
             )
         except (convert.ConversionError, MalformedDicom, UnreadableFile) as exc:
             for f in files:

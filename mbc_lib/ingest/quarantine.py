@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from ..atomic import write_bytes
-from ..sources.walk import UnreadableFile, read_file
+from ..sources.walk import Stamp, UnreadableFile, read_file
 
 REASONS_FILE = "reasons.jsonl"
 REFUSAL_FILE = "refused-input.json"
@@ -35,10 +35,11 @@ class Quarantine:
     def _ensure(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
 
-    def put(self, source: Path, rel: str, reason: str, data: bytes | None = None) -> None:
-        """Copy a verified file (never through a link) into ``files/`` and record why."""
+    def put(self, source: Path, rel: str, reason: str, stamp: Stamp | None = None) -> None:
+        """Copy a verified file into ``files/`` and record why; the copy is made only of
+        the version the gate verified (``stamp``), never through a link."""
         try:
-            content = read_file(source) if data is None else data
+            content = read_file(source, stamp=stamp)
         except UnreadableFile as exc:
             self.record(rel, f"{reason} (not copied: {exc})")
             return

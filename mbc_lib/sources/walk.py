@@ -99,7 +99,11 @@ def _walk(root: Path, folder: Path, prune: Callable[[Path], bool] | None) -> Ite
         yield from _walk(root, path, prune)
 
 
-def _open_regular(path: Path) -> int:
+#: What identifies one version of a file: inode, size, modification time (ns).
+Stamp = tuple[int, int, int]
+
+
+def _open_regular(path: Path) -> tuple[int, Stamp]:
     """A descriptor of ``path`` if it is still a regular file (never through a link)."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
@@ -107,21 +111,54 @@ def _open_regular(path: Path) -> int:
         if exc.errno == errno.ELOOP:
             raise UnreadableFile("symbolic link: not followed") from None
         raise UnreadableFile(f"unreadable file: {_strerror(exc)}") from None
-    mode = os.fstat(fd).st_mode
-    if not stat.S_ISREG(mode):
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
         os.close(fd)
-        raise UnreadableFile(f"not a regular file: {_special(mode) or 'folder'}")
-    return fd
+        raise UnreadableFile(f"not a regular file: {_special(info.st_mode) or 'folder'}")
+    return fd, (info.st_ino, info.st_size, info.st_mtime_ns)
 
 
-def read_file(path: Path, limit: int | None = None) -> bytes:
-    """The bytes of a regular file (its first ``limit`` bytes); :class:`UnreadableFile` else."""
-    fd = _open_regular(path)
+def _check_stamp(fd: int, stamp: Stamp, expected: Stamp | None) -> None:
+    if expected is not None and stamp != expected:
+        os.close(fd)
+        raise UnreadableFile("file changed while it was being ingested: not read again")
+
+
+def read_stamped(path: Path) -> tuple[bytes, Stamp]:
+    """The bytes of a regular file and its :data:`Stamp`; :class:`UnreadableFile` else."""
+    fd, stamp = _open_regular(path)
+    try:
+        with os.fdopen(fd, "rb") as fh:
+            return fh.read(), stamp
+    except OSError as exc:
+        raise UnreadableFile(f"unreadable file: {_strerror(exc)}") from None
+
+
+def read_file(path: Path, limit: int | None = None, stamp: Stamp | None = None) -> bytes:
+    """The bytes of a regular file (its first ``limit`` bytes); :class:`UnreadableFile` if
+    it cannot be read, or if it is no longer the version ``stamp`` names."""
+    fd, now = _open_regular(path)
+    _check_stamp(fd, now, stamp)
     try:
         with os.fdopen(fd, "rb") as fh:
             return fh.read() if limit is None else fh.read(limit)
     except OSError as exc:
         raise UnreadableFile(f"unreadable file: {_strerror(exc)}") from None
+
+
+def read_range(path: Path, offset: int, length: int, stamp: Stamp | None = None) -> bytes:
+    """``length`` bytes at ``offset`` of a regular file, checked against ``stamp``."""
+    fd, now = _open_regular(path)
+    _check_stamp(fd, now, stamp)
+    try:
+        data = os.pread(fd, length, offset)
+    except OSError as exc:
+        raise UnreadableFile(f"unreadable file: {_strerror(exc)}") from None
+    finally:
+        os.close(fd)
+    if len(data) != length:
+        raise UnreadableFile("file is shorter than its header says")
+    return data
 
 
 def classify(head: bytes, rel_in_dataset: str, manifest: Manifest | None) -> str:
@@ -166,6 +203,9 @@ __all__ = [
     "UnreadableFile",
     "classify",
     "inside",
+    "Stamp",
     "read_file",
+    "read_range",
+    "read_stamped",
     "walk_tree",
 ]
