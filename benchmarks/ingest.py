@@ -3,25 +3,31 @@
 Every tool gets the same number of processes (``--processes``, default 1: figures per core)
 and the same synthetic CT slices (``mbc sample-data``); each measurement runs in a fresh
 child process, which times only its work and reports its peak RSS (VmHWM; with a pool, the
-largest worker's too). Prints a table per size and, on the last line, one JSON object.
+largest worker's too) and its CPU time. The tools run in rounds (each tool once per round);
+rates are the best round's, ratios the median of the rounds' ratios with their range, so
+that a machine whose speed drifts (a shared host) compares tools in the same state. Prints
+a table per size and, on the last line, one JSON object.
 
-    python benchmarks/ingest.py [--sizes 400 2600] [--ct-size 128] [--processes 1] [--repeat 2]
+    python benchmarks/ingest.py [--sizes 400 2600] [--ct-size 128] [--processes 1] [--repeat 5]
+    python benchmarks/ingest.py --instructions --sizes 128   # valgrind: exact, repeatable
 
 baselines: bare pydicom ``dcmread`` + ``save_as`` of each file (the limit for any tool that
 reads and writes DICOM), dicognito ``Anonymizer().anonymize`` + ``save_as``.
 measured: ``mbc deid`` (``deid_tree``, with its report), ``mbc ingest`` of the de-identified
-series (PHI gate, volumes, pyramid, labels, catalog; one process: it does not fork).
+series (PHI gate, volumes, pyramid, labels, catalog; one process: it does not fork, but
+the compressor may use threads, which ``*_files_per_cpu_s`` accounts for).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import multiprocessing
 import platform
+import re
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -29,6 +35,12 @@ import time
 from pathlib import Path
 
 TOOLS = ("pydicom_rw", "dicognito", "deid", "ingest")
+#: The goals (issue 8): deid >= 2x dicognito, ingest >= 0.5x bare pydicom read+write.
+RATIOS = {
+    "deid_vs_dicognito": ("deid", "dicognito"),
+    "deid_vs_pydicom_rw": ("deid", "pydicom_rw"),
+    "ingest_vs_pydicom_rw": ("ingest", "pydicom_rw"),
+}
 
 
 # -- one measurement, in its own process -------------------------------------------------------
@@ -41,6 +53,14 @@ def _peak_rss_kb() -> int:
         own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     return max(own, child)
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU time of this process and of its finished children (a pool's
+    workers): what the work cost, whatever else the machine was running meanwhile."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    child = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + child.ru_utime + child.ru_stime
 
 
 def _pydicom_rw(pair: tuple[Path, Path]) -> None:
@@ -82,12 +102,14 @@ def run_one(tool: str, src: Path, out: Path, processes: int) -> dict[str, float]
 
     warnings.simplefilter("ignore")
     logging.getLogger("pydicom").setLevel(logging.ERROR)
+    import dicognito.anonymizer  # noqa: F401 - every tool pays the same imports
+
     from mbc_lib.deid.keys import DeidKey
     from mbc_lib.deid.tree import deid_tree
     from mbc_lib.ingest.pipeline import ingest
 
     key = DeidKey(b"benchmark-key-0123456789abcdef-0123456789")
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), _cpu_seconds()
     if tool == "pydicom_rw":
         _per_file(_pydicom_rw, src, out, processes)
     elif tool == "dicognito":
@@ -96,28 +118,75 @@ def run_one(tool: str, src: Path, out: Path, processes: int) -> dict[str, float]
         deid_tree(src, out, key, progress=False, workers=processes)
     elif tool == "ingest":
         ingest(src, out / "store", "ct-covid", quarantine=out / "q", progress=False)
+    elif tool == "none":  # start-up and imports only: what --instructions subtracts
+        pass
     else:
         raise SystemExit(f"unknown tool {tool}")
-    seconds = time.perf_counter() - start
-    return {"seconds": seconds, "peak_rss_mb": _peak_rss_kb() / 1024}
+    seconds, cpu = time.perf_counter() - start, _cpu_seconds() - cpu_start
+    return {"seconds": seconds, "cpu_seconds": cpu, "peak_rss_mb": _peak_rss_kb() / 1024}
 
 
-def _measure(tool: str, src: Path, work: Path, processes: int, repeat: int) -> dict[str, float]:
-    """Best time and largest peak RSS of ``repeat`` runs, each in a fresh process."""
-    best: dict[str, float] = {"seconds": math.inf, "peak_rss_mb": 0.0}
-    for i in range(repeat):
-        out = work / f"{tool}-{i}"
-        proc = subprocess.run(
-            [sys.executable, __file__, "--one", tool, str(src), str(out), str(processes)],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        got = json.loads(proc.stdout.splitlines()[-1])
-        best["seconds"] = min(best["seconds"], got["seconds"])
-        best["peak_rss_mb"] = max(best["peak_rss_mb"], got["peak_rss_mb"])
-        shutil.rmtree(out, ignore_errors=True)
-    return best
+def _measure_once(tool: str, src: Path, out: Path, processes: int) -> dict[str, float]:
+    """One run of ``tool`` in a fresh process."""
+    proc = subprocess.run(
+        [sys.executable, __file__, "--one", tool, str(src), str(out), str(processes)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    shutil.rmtree(out, ignore_errors=True)
+    return json.loads(proc.stdout.splitlines()[-1])
+
+
+def _measure(
+    trees: dict[str, Path], work: Path, processes: int, repeat: int
+) -> list[dict[str, dict[str, float]]]:
+    """``repeat`` rounds; each runs every tool once, one after the other, so that the
+    tools of one round share the machine's state (its speed drifts by up to 2x over
+    minutes on a shared host) and a ratio within a round compares like with like."""
+    return [
+        {
+            tool: _measure_once(tool, tree, work / f"{tool}-{i}", processes)
+            for tool, tree in trees.items()
+        }
+        for i in range(repeat)
+    ]
+
+
+def _instructions(tool: str, src: Path, out: Path) -> int:
+    """Instructions one run of ``tool`` executes (valgrind's callgrind), start-up included."""
+    proc = subprocess.run(
+        ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable]
+        + [__file__, "--one", tool, str(src), str(out), "1"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    shutil.rmtree(out, ignore_errors=True)
+    match = re.search(r"Collected : (\d+)", proc.stderr)
+    if not match:
+        raise SystemExit(f"no instruction count from valgrind for {tool}")
+    return int(match.group(1))
+
+
+def count_instructions(files: int, ct_size: int) -> dict[str, object]:
+    """Instructions per file of each tool (one process), less start-up and imports: the same
+    on every run of the same code, whatever else the machine is doing."""
+    with tempfile.TemporaryDirectory(prefix="mbc-bench-") as tmp:
+        work = Path(tmp)
+        src, deid_out, n = _inputs(work, files, ct_size)
+        n_ingest = sum(1 for p in deid_out.rglob("*") if p.is_file())
+        base = _instructions("none", src, work / "none")
+        per_file = {
+            t: (_instructions(t, deid_out if t == "ingest" else src, work / f"count-{t}") - base)
+            / (n_ingest if t == "ingest" else n)
+            for t in TOOLS
+        }
+    result: dict[str, object] = {"files": n, "files_ingested": n_ingest}
+    result |= {f"{t}_instructions_per_file": round(per_file[t]) for t in TOOLS}
+    for name, (a, b) in RATIOS.items():
+        result[name] = round(per_file[b] / per_file[a], 2)  # as a ratio of speeds
+    return result
 
 
 # -- the comparison ------------------------------------------------------------------------------
@@ -141,20 +210,27 @@ def compare(files: int, ct_size: int, processes: int, repeat: int) -> dict[str, 
         work = Path(tmp)
         src, deid_out, n = _inputs(work, files, ct_size)
         n_ingest = sum(1 for p in deid_out.rglob("*") if p.is_file())
-        runs = {}
-        for tool in TOOLS:
-            tree = deid_out if tool == "ingest" else src
-            runs[tool] = _measure(tool, tree, work, processes, repeat)
-    rate = {t: (n_ingest if t == "ingest" else n) / r["seconds"] for t, r in runs.items()}
-    return {
+        trees = {t: deid_out if t == "ingest" else src for t in TOOLS}
+        rounds = _measure(trees, work, processes, repeat)
+    files = {t: n_ingest if t == "ingest" else n for t in TOOLS}
+
+    def rates(key: str) -> list[dict[str, float]]:
+        return [{t: files[t] / r[t][key] for t in TOOLS} for r in rounds]
+
+    wall, cpu = rates("seconds"), rates("cpu_seconds")
+    result: dict[str, object] = {
         "files": n,
         "files_ingested": n_ingest,
-        **{f"{t}_files_per_s": round(rate[t], 1) for t in TOOLS},
-        **{f"{t}_peak_rss_mb": round(runs[t]["peak_rss_mb"], 1) for t in TOOLS},
-        "deid_vs_dicognito": round(rate["deid"] / rate["dicognito"], 2),
-        "deid_vs_pydicom_rw": round(rate["deid"] / rate["pydicom_rw"], 2),
-        "ingest_vs_pydicom_rw": round(rate["ingest"] / rate["pydicom_rw"], 2),
+        "rounds": repeat,
+        **{f"{t}_files_per_s": round(max(r[t] for r in wall), 1) for t in TOOLS},
+        **{f"{t}_files_per_cpu_s": round(max(r[t] for r in cpu), 1) for t in TOOLS},
+        **{f"{t}_peak_rss_mb": round(max(r[t]["peak_rss_mb"] for r in rounds), 1) for t in TOOLS},
     }
+    for name, (a, b) in RATIOS.items():
+        result[name] = round(statistics.median(r[a] / r[b] for r in wall), 2)
+        result[f"{name}_cpu"] = round(statistics.median(r[a] / r[b] for r in cpu), 2)
+        result[f"{name}_range"] = [round(f(r[a] / r[b] for r in wall), 2) for f in (min, max)]
+    return result
 
 
 def main() -> None:
@@ -162,12 +238,23 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[400, 2600])
     parser.add_argument("--ct-size", type=int, default=128)
     parser.add_argument("--processes", type=int, default=1)
-    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument(
+        "--instructions",
+        action="store_true",
+        help="count instructions under valgrind instead of timing (first size only)",
+    )
     parser.add_argument("--one", nargs=4, metavar=("TOOL", "SRC", "OUT", "N"), help="internal")
     args = parser.parse_args()
     if args.one:
         tool, src, out, n = args.one
         print(json.dumps(run_one(tool, Path(src), Path(out), int(n))))
+        return
+    if args.instructions:
+        counted = count_instructions(args.sizes[0], args.ct_size)
+        for k, v in counted.items():
+            print(f"   {k:34s} {v}")
+        print(json.dumps({"benchmark": "ingest-instructions", "ct_size": args.ct_size} | counted))
         return
     by_size = [compare(s, args.ct_size, args.processes, args.repeat) for s in args.sizes]
     small, large = by_size[0], by_size[-1]

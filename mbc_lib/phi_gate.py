@@ -25,6 +25,7 @@ from .deid import table_e11
 from .deid.keys import DERIVED_UID_RE, PSEUDONYM_RE
 from .errors import describe_error
 from .manifests import Manifest
+from .sources import header
 from .sources.dicom import MalformedDicom, read_dicom
 from .sources.tables import TableError, read_table
 from .sources.walk import UnreadableFile, read_file
@@ -148,17 +149,17 @@ def _iter_elements(ds: Dataset, wanted: frozenset[int], depth: int = 0) -> Itera
 def check_dicom_dataset(ds: Dataset) -> list[str]:
     """Identifying content left in a DICOM dataset (header only is enough)."""
     problems: list[str] = []
-    if str(ds.get("PatientIdentityRemoved", "")).upper() != "YES":
+    if str(header.get(ds, "PatientIdentityRemoved", "")).upper() != "YES":
         problems.append("Patient Identity Removed is not YES")
     codes = {
         str(item.get("CodeValue", "")) for item in ds.get("DeidentificationMethodCodeSequence", [])
     }
     if BASIC_PROFILE_CODE not in codes:
         problems.append("De-identification Method Code Sequence lacks 113100 (Basic Profile)")
-    if str(ds.get("BurnedInAnnotation", "")).upper() == "YES":
+    if str(header.get(ds, "BurnedInAnnotation", "")).upper() == "YES":
         problems.append("Burned In Annotation is YES")
     for keyword in ("PatientID", "PatientName"):
-        value = str(ds.get(keyword, "") or "")
+        value = str(header.get(ds, keyword, "") or "")
         if value and not PSEUDONYM_RE.match(value):
             problems.append(f"{keyword} is not a pseudonym")
     absent = _must_be_absent(frozenset(codes))

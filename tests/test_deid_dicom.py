@@ -377,3 +377,43 @@ def test_real_ct_small(tmp_path):
     assert ds.PatientID == KEY.pseudonym(src.PatientID)
     assert ds.PixelData == src.PixelData
     assert str(src.PatientName).encode() not in (tmp_path / "ct.dcm").read_bytes()
+
+
+def _real_files() -> list[str]:
+    from pydicom.data import get_testdata_files
+
+    return sorted(p for p in get_testdata_files() if Path(p).is_file())
+
+
+def test_written_bytes_are_pydicoms_for_every_real_file(tmp_path):
+    """deid encodes its output in memory (no copy of the file meta, one write); the bytes
+    must be exactly those pydicom's own writer gives, for every test file pydicom ships that
+    deid de-identifies: implicit and explicit, little and big endian, deflated, compressed."""
+    import io
+
+    from mbc_lib.deid.dicom import read_dicom
+    from mbc_lib.deid.encode import encode_file
+
+    deflated = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    deflated.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.1.99"
+    deflated.save_as(tmp_path / "deflated.dcm", enforce_file_format=True)
+    compared, syntaxes = 0, set()
+    for name in [*_real_files(), str(tmp_path / "deflated.dcm")]:
+        try:
+            ds = read_dicom(Path(name))
+        except Exception:  # noqa: BLE001 - not a DICOM file deid reads
+            continue
+        if refusal_reason(ds):
+            continue
+        try:
+            deidentify_dataset(ds, KEY)
+            theirs = io.BytesIO()
+            ds.save_as(theirs, enforce_file_format=True)
+        except Exception:  # noqa: BLE001 - deid refuses what pydicom cannot write either
+            continue
+        assert encode_file(ds) == theirs.getvalue(), name
+        compared += 1
+        syntaxes.add(str(ds.file_meta.TransferSyntaxUID))
+    assert compared > 150
+    assert {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2"} <= syntaxes
+    assert "1.2.840.10008.1.2.1.99" in syntaxes  # deflated

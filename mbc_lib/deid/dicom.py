@@ -25,10 +25,11 @@ from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-from ..atomic import atomic_path
+from ..atomic import write_bytes
 from ..manifests import DEID_OPTIONS
 from ..sources.dicom import MalformedDicom
 from ..sources.dicom import read_dicom as read_source_dicom
+from .encode import encode_file
 from .keys import DeidKey
 from .profile import (
     CLEAN,
@@ -603,8 +604,7 @@ def read_dicom(src: Path | bytes, *, force: bool = False) -> Dataset:
 
 def write_dicom(ds: Dataset, dst: Path) -> None:
     """Write as a conformant DICOM file (preamble, file meta), atomically."""
-    with atomic_path(dst) as tmp:
-        ds.save_as(tmp, enforce_file_format=True)
+    write_bytes(dst, encode_file(ds))
 
 
 def deid_dicom_dataset(

@@ -17,6 +17,7 @@ from pydicom.pixels import apply_modality_lut
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from ..errors import describe_error
+from ..sources import header
 from ..sources.limits import DEFAULT_MAX_PIXELS, OverBudget, check_pixels
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
@@ -78,7 +79,7 @@ def native_pixels(ds: Dataset, rows: int, columns: int) -> NativePixels | None:
     if syntax not in _NATIVE_SYNTAXES or "ModalityLUTSequence" in ds:
         return None
     try:
-        layout = [int(ds.get(k, d)) for k, d in _NATIVE_LAYOUT]
+        layout = [int(header.get(ds, k, d)) for k, d in _NATIVE_LAYOUT]
     except (TypeError, ValueError):
         return None
     bits_allocated, samples, frames, representation, bits_stored, high_bit = layout
@@ -147,7 +148,7 @@ def _floats(value: object, n: int, what: str) -> tuple[float, ...]:
 
 
 def _count(ds: Dataset, keyword: str) -> int:
-    value = ds.get(keyword)
+    value = header.get(ds, keyword)
     if value is None or value == "":
         raise ConversionError(f"no {keyword}")
     try:
@@ -163,7 +164,7 @@ def rescale(ds: Dataset) -> tuple[float, float]:
     """Rescale Slope and Intercept (1, 0 when absent); refused when not finite numbers."""
     values = []
     for keyword, default in (("RescaleSlope", 1.0), ("RescaleIntercept", 0.0)):
-        raw = ds.get(keyword)
+        raw = header.get(ds, keyword)
         try:
             value = default if raw is None or raw == "" else float(raw)
         except (TypeError, ValueError):
@@ -176,11 +177,11 @@ def rescale(ds: Dataset) -> tuple[float, float]:
 
 def ct_slice(ds: Dataset, budget: int) -> Slice:
     """The stacking geometry of one CT slice header; :class:`ConversionError` if unusable."""
-    uid = str(ds.get("SOPInstanceUID", "") or "").strip()
+    uid = str(header.get(ds, "SOPInstanceUID", "") or "").strip()
     if not uid:
         raise ConversionError("no SOP Instance UID")
     rows, columns = _count(ds, "Rows"), _count(ds, "Columns")
-    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    samples = int(header.get(ds, "SamplesPerPixel", 1) or 1)
     try:
         check_pixels(rows * columns * samples, budget, f"a {rows} x {columns} slice")
     except OverBudget as exc:
@@ -191,9 +192,11 @@ def ct_slice(ds: Dataset, budget: int) -> Slice:
         rows=rows,
         columns=columns,
         pixels=native_pixels(ds, rows, columns),
-        orientation=_floats(ds.get("ImageOrientationPatient"), 6, "Image Orientation (Patient)"),
-        position=_floats(ds.get("ImagePositionPatient"), 3, "Image Position (Patient)"),
-        pixel_spacing=_floats(ds.get("PixelSpacing"), 2, "Pixel Spacing"),  # type: ignore[arg-type]
+        orientation=_floats(
+            header.get(ds, "ImageOrientationPatient"), 6, "Image Orientation (Patient)"
+        ),
+        position=_floats(header.get(ds, "ImagePositionPatient"), 3, "Image Position (Patient)"),
+        pixel_spacing=_floats(header.get(ds, "PixelSpacing"), 2, "Pixel Spacing"),  # type: ignore[arg-type]
     )
 
 
@@ -304,8 +307,8 @@ def generic_image(ds: Dataset, budget: int = DEFAULT_MAX_PIXELS) -> GenericImage
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
         raise ConversionError("no pixel data: not an image")
     rows, columns = _count(ds, "Rows"), _count(ds, "Columns")
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
-    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    frames = int(header.get(ds, "NumberOfFrames", 1) or 1)
+    samples = int(header.get(ds, "SamplesPerPixel", 1) or 1)
     try:
         check_pixels(rows * columns * frames * samples, budget, f"a {rows} x {columns} image")
     except OverBudget as exc:
@@ -313,16 +316,16 @@ def generic_image(ds: Dataset, budget: int = DEFAULT_MAX_PIXELS) -> GenericImage
     rescale(ds)
     try:
         pixels = ds.pixel_array
-        if ds.get("PhotometricInterpretation", "") == "PALETTE COLOR":
+        if header.get(ds, "PhotometricInterpretation", "") == "PALETTE COLOR":
             pixels = pydicom.pixels.apply_color_lut(pixels, ds)
-        elif int(ds.get("SamplesPerPixel", 1)) == 1:
+        elif int(header.get(ds, "SamplesPerPixel", 1)) == 1:
             pixels = apply_modality_lut(pixels, ds)
     except Exception as exc:  # noqa: BLE001 - any decoder failure is a reason to refuse
         raise ConversionError(f"pixel data cannot be decoded: {describe_error(exc)}") from None
     pixels = np.asarray(pixels)
     if pixels.dtype.kind == "f" and not np.isfinite(pixels).all():
         raise ConversionError("pixel values are not finite (check Rescale Slope/Intercept)")
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    frames = int(header.get(ds, "NumberOfFrames", 1) or 1)
     color = pixels.ndim == (4 if frames > 1 else 3)
     dims: list[str] = (["t"] if frames > 1 else []) + ["y", "x"]
     if color:
@@ -336,7 +339,7 @@ def generic_image(ds: Dataset, budget: int = DEFAULT_MAX_PIXELS) -> GenericImage
             raise ConversionError("pixel values overflow float32 (check Rescale Slope/Intercept)")
         else:
             pixels = pixels.astype(np.float32)
-    spacing_tag = ds.get("PixelSpacing") or ds.get("ImagerPixelSpacing")
+    spacing_tag = header.get(ds, "PixelSpacing") or header.get(ds, "ImagerPixelSpacing")
     unit = None
     yx = (1.0, 1.0)
     if spacing_tag is not None and len(spacing_tag) == 2:
@@ -350,5 +353,5 @@ def generic_image(ds: Dataset, budget: int = DEFAULT_MAX_PIXELS) -> GenericImage
         if not all(v > 0 for v in yx):  # 0.000 in real files: the size is simply unknown
             yx, unit = (1.0, 1.0), None
     spacing = tuple(yx[["y", "x"].index(d)] if d in "yx" else 1.0 for d in dims)
-    value_units = "HU" if ds.get("Modality") == "CT" else None
+    value_units = "HU" if header.get(ds, "Modality") == "CT" else None
     return GenericImage(np.ascontiguousarray(pixels), tuple(dims), spacing, unit, value_units)

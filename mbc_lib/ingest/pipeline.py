@@ -26,6 +26,7 @@ from .. import phi_gate
 from ..errors import MbcError, RefusedError, describe_error
 from ..manifests import LABEL_DTYPES, Manifest, get_manifest
 from ..progress import progress as progress_bar
+from ..sources import header
 from ..sources.dicom import MalformedDicom, read_dicom
 from ..sources.limits import max_pixels
 from ..sources.tables import TableError, describe_duplicates, duplicate_keys, read_table
@@ -396,11 +397,11 @@ def _dicom_record(f: SourceFile, ds: Any, manifest: Manifest, budget: int) -> _D
             problem = str(exc)
     return _Dicom(
         file=f,
-        sop_class=str(ds.get("SOPClassUID", "") or ""),
-        modality=str(ds.get("Modality", "") or ""),
-        series_uid=str(ds.get("SeriesInstanceUID", "") or ""),
-        study_uid=str(ds.get("StudyInstanceUID", "") or ""),
-        patient=str(ds.get("PatientID", "") or ""),
+        sop_class=str(header.get(ds, "SOPClassUID", "") or ""),
+        modality=str(header.get(ds, "Modality", "") or ""),
+        series_uid=str(header.get(ds, "SeriesInstanceUID", "") or ""),
+        study_uid=str(header.get(ds, "StudyInstanceUID", "") or ""),
+        patient=str(header.get(ds, "PatientID", "") or ""),
         slice=geometry,
         problem=problem,
     )
@@ -583,7 +584,7 @@ def _ingest_generic(run: _Run, dicoms: list[_Dicom], photos: list[SourceFile]) -
         except Exception as exc:  # noqa: BLE001 - one odd object must not stop the run
             run.refuse(d.file, f"cannot convert: {describe_error(exc)}")
             continue
-        sop = str(ds.get("SOPInstanceUID", "") or "")
+        sop = str(header.get(ds, "SOPInstanceUID", "") or "")
         if not sop:
             run.refuse(d.file, "no SOP Instance UID")
             continue
@@ -601,11 +602,11 @@ def _ingest_generic(run: _Run, dicoms: list[_Dicom], photos: list[SourceFile]) -
 
 def _dicom_attrs(ds: Any) -> dict[str, Any]:
     return {
-        "modality": str(ds.get("Modality", "")) or None,
-        "patient": str(ds.get("PatientID", "")),
-        "study_uid": str(ds.get("StudyInstanceUID", "")) or None,
-        "series_uid": str(ds.get("SeriesInstanceUID", "")) or None,
-        "sop_class": str(ds.get("SOPClassUID", "")) or None,
+        "modality": str(header.get(ds, "Modality", "")) or None,
+        "patient": str(header.get(ds, "PatientID", "")),
+        "study_uid": str(header.get(ds, "StudyInstanceUID", "")) or None,
+        "series_uid": str(header.get(ds, "SeriesInstanceUID", "")) or None,
+        "sop_class": str(header.get(ds, "SOPClassUID", "")) or None,
     }
 
 
