@@ -550,3 +550,35 @@ def test_a_file_changed_after_the_gate_read_it_is_not_read_again(ct_src, tmp_pat
     rel = victim.relative_to(ct_src).as_posix()
     assert "file changed while it was being ingested" in reasons[rel]["reason"]
     assert result.cases_published == SAMPLE_ARGS["n_ct"] - 1
+
+
+def test_masks_are_read_one_series_at_a_time(ct_src, tmp_path, monkeypatch):
+    """Memory stays flat as inputs grow: ingest used to load the labels of every mask
+    before publishing the first series (41 MB for 41 series of 128 x 128 x 64)."""
+    import tracemalloc
+
+    from mbc_lib.store import writer
+
+    masks = sorted((ct_src / "masks").glob("*.npz"))
+    assert len(masks) >= 3
+    with np.load(masks[0]) as npz:
+        one_mask = npz["labels"].nbytes
+    held: list[int] = []
+    publish = writer.StoreWriter.publish
+
+    def publish_and_measure(self, *args, **kwargs):
+        if not held:  # labels arrays read from the archives and still alive
+            snap = tracemalloc.take_snapshot().filter_traces(
+                [tracemalloc.Filter(True, "*numpy/lib/_format_impl.py")]
+            )
+            held.append(sum(s.size for s in snap.statistics("filename")))
+        return publish(self, *args, **kwargs)
+
+    monkeypatch.setattr(writer.StoreWriter, "publish", publish_and_measure)
+    tracemalloc.start()
+    try:
+        result = ingest(ct_src, tmp_path / "store", "ct-covid", progress=False)
+    finally:
+        tracemalloc.stop()
+    assert result.cases_published == len(masks) and result.quarantined == 0
+    assert held and held[0] <= one_mask, f"{held[0]} bytes of labels held, one mask is {one_mask}"

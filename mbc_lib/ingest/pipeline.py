@@ -650,9 +650,15 @@ def _slice_hu(d: _Dicom) -> np.ndarray:
 
 @dataclass
 class _Mask:
+    """A mask file and the SOP Instance UIDs of its slices; its labels are read when its
+    series is published, so that memory holds one mask at a time, not every mask."""
+
     file: SourceFile
-    labels: np.ndarray
     uids: list[str]
+
+    def labels(self) -> np.ndarray:
+        with np.load(io.BytesIO(self.file.read()), allow_pickle=False) as npz:
+            return npz["labels"]
 
 
 def _read_masks(run: _Run, masks: list[SourceFile]) -> dict[frozenset[str], _Mask]:
@@ -660,7 +666,7 @@ def _read_masks(run: _Run, masks: list[SourceFile]) -> dict[frozenset[str], _Mas
     for f in masks:
         try:
             with np.load(io.BytesIO(f.read()), allow_pickle=False) as npz:
-                mask = _Mask(f, npz["labels"], [str(u) for u in npz["sop_instance_uids"]])
+                mask = _Mask(f, [str(u) for u in npz["sop_instance_uids"]])
         except Exception as exc:  # noqa: BLE001 - a damaged archive quarantines the mask
             run.refuse(f, f"malformed mask file: {describe_error(exc)}")
             continue
@@ -735,9 +741,14 @@ def _ingest_ct(
 def _series_mask(run: _Run, entry: _Mask | None, vol: convert.Volume) -> np.ndarray | None:
     if entry is None:
         return None
+    try:
+        labels = entry.labels()
+    except Exception as exc:  # noqa: BLE001 - a damaged archive quarantines the mask
+        run.refuse(entry.file, f"malformed mask file: {describe_error(exc)}")
+        return None
     order = {u: i for i, u in enumerate(entry.uids)}
     try:
-        candidate = entry.labels[[order[u] for u in vol.sop_uids]]
+        candidate = labels[[order[u] for u in vol.sop_uids]]
     except (IndexError, ValueError) as exc:
         run.refuse(entry.file, f"mask does not fit its series: {describe_error(exc)}")
         return None
