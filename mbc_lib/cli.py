@@ -42,13 +42,34 @@ def _cmd_sample_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _manifest_arg(args: argparse.Namespace, required: bool):
+    """The manifest named by ``--manifest FILE`` or ``--dataset NAME`` (None if neither)."""
+    from .manifests import get_manifest, load_manifest
+
+    if args.manifest and args.dataset:
+        raise MbcError("give --dataset NAME or --manifest FILE, not both")
+    if args.manifest:
+        return load_manifest(Path(args.manifest))
+    if args.dataset:
+        return get_manifest(args.dataset)
+    if required:
+        raise MbcError("give --dataset NAME (a manifest in datasets/) or --manifest FILE")
+    return None
+
+
 def _cmd_deid(args: argparse.Namespace) -> int:
     from .deid.keys import DeidKey
     from .deid.tree import deid_tree
 
+    manifest = _manifest_arg(args, required=False)
     key = DeidKey.from_file(args.key_file)
     report = deid_tree(
-        Path(args.src), Path(args.out), key, progress=not args.quiet, workers=args.workers
+        Path(args.src),
+        Path(args.out),
+        key,
+        progress=not args.quiet,
+        workers=args.workers,
+        manifest=manifest,
     )
     print(report.summary())
     return 1 if report.refused and args.strict else 0
@@ -57,16 +78,35 @@ def _cmd_deid(args: argparse.Namespace) -> int:
 def _cmd_ingest(args: argparse.Namespace) -> int:
     from .ingest.pipeline import ingest
 
+    manifest = _manifest_arg(args, required=True)
     result = ingest(
         Path(args.src),
         Path(args.store),
-        args.dataset,
+        manifest.name,
+        manifest=manifest,
         deid_key_file=Path(args.deid_key_file) if args.deid_key_file else None,
         quarantine=Path(args.quarantine) if args.quarantine else None,
         progress=not args.quiet,
         pixel_budget=args.max_pixels,
     )
     print(result.summary())
+    return 0
+
+
+def _cmd_datasets_validate(args: argparse.Namespace) -> int:
+    from .manifests import describe_manifest, load_manifest
+
+    manifest = load_manifest(Path(args.file))
+    print(f"{args.file}: valid dataset manifest")
+    print(describe_manifest(manifest))
+    return 0
+
+
+def _cmd_datasets_list(args: argparse.Namespace) -> int:
+    from .manifests import load_manifests
+
+    for name, manifest in load_manifests().items():
+        print(f"{name:20s} {manifest.modality:7s} {manifest.title}")
     return 0
 
 
@@ -141,13 +181,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("key_file", metavar="KEY")
     p.set_defaults(func=_cmd_keygen)
 
-    p = sub.add_parser("deid", help="de-identify a tree of DICOM/JPEG/PNG files (edge)")
+    p = sub.add_parser("deid", help="de-identify a tree of DICOM/NIfTI/JPEG/PNG files (edge)")
     p.add_argument("src", metavar="SRC")
     p.add_argument("out", metavar="OUT")
     p.add_argument(
         "--key-file", required=True, metavar="KEY", help="project secret (see 'mbc keygen')"
     )
     p.add_argument("--strict", action="store_true", help="exit 1 if any file was refused")
+    p.add_argument(
+        "--dataset", metavar="NAME", help="SRC is this dataset, whatever its folder is called"
+    )
+    p.add_argument("--manifest", metavar="FILE", help="SRC is the dataset this manifest describes")
     p.add_argument(
         "--workers", type=int, metavar="N", help="processes to use (default: one per CPU)"
     )
@@ -157,7 +201,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ingest", help="PHI gate, conversion and atomic publish into the store")
     p.add_argument("src", metavar="SRC", help="de-identified dataset folder")
     p.add_argument("--store", required=True, metavar="STORE")
-    p.add_argument("--dataset", required=True, metavar="NAME", help="dataset manifest name")
+    p.add_argument("--dataset", metavar="NAME", help="dataset manifest name (datasets/NAME.yaml)")
+    p.add_argument(
+        "--manifest", metavar="FILE", help="a dataset manifest file instead of --dataset"
+    )
     p.add_argument("--deid-key-file", metavar="KEY", help="de-identify SRC first (single-site use)")
     p.add_argument(
         "--quarantine",
@@ -181,6 +228,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("store", metavar="STORE")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_verify)
+
+    p = sub.add_parser("datasets", help="list dataset manifests, check one")
+    datasets = p.add_subparsers(dest="datasets_verb", metavar="ACTION")
+    datasets.required = True
+    q = datasets.add_parser("validate", help="check a dataset manifest file; exit 2 if invalid")
+    q.add_argument("file", metavar="FILE")
+    q.set_defaults(func=_cmd_datasets_validate)
+    q = datasets.add_parser("list", help="the manifests in datasets/ ($MBC_DATASETS_DIR)")
+    q.set_defaults(func=_cmd_datasets_list)
 
     p = sub.add_parser("catalog", help="print the catalog of a store")
     p.add_argument("store", metavar="STORE")

@@ -37,6 +37,28 @@ class LabelColumn:
     min: float | None = None
     max: float | None = None
     description: str = ""
+    source: str | None = None  # the table's column this one is read from (default: name)
+    mapping: dict[str, Any] | None = None  # the table's values to this column's values
+
+    @property
+    def table_column(self) -> str:
+        return self.source or self.name
+
+    def convert(self, cell: str) -> Any:
+        """The typed value of a table cell (mapped first, when the manifest maps values);
+        None for a blank cell; ValueError naming the problem, never the cell."""
+        raw = cell.strip()
+        if raw == "":
+            return None
+        if self.mapping is not None:
+            if raw not in self.mapping:
+                raise ValueError(
+                    f"column {self.table_column!r}: value not one of {sorted(self.mapping)}"
+                )
+            raw = str(self.mapping[raw])
+        if problem := self.check(raw):
+            raise ValueError(problem)
+        return LABEL_DTYPES[self.dtype](raw)
 
     def check(self, value: Any) -> str | None:
         """Return a problem description, or None if ``value`` fits this column."""
@@ -55,6 +77,57 @@ class LabelColumn:
         return None
 
 
+def _pattern_regex(pattern: str) -> re.Pattern[str]:
+    """A layout pattern as a regular expression over paths inside the dataset folder:
+    ``**/`` any folders, ``*`` any characters but ``/``, ``{case}`` the case key."""
+    if pattern.count("{case}") != 1:
+        raise ValueError("must hold {case} exactly once")
+    out = ""
+    rest = pattern
+    while rest:
+        if rest.startswith("**/"):
+            out, rest = out + "(?:[^/]+/)*", rest[3:]
+        elif rest.startswith("{case}"):
+            out, rest = out + "(?P<case>[^/]+?)", rest[6:]
+        elif rest[0] == "*":
+            out, rest = out + "[^/]*", rest[1:]
+        else:
+            out, rest = out + re.escape(rest[0]), rest[1:]
+    return re.compile(out)
+
+
+@dataclass(frozen=True)
+class SourceLayout:
+    """Where a NIfTI dataset keeps its volumes and masks, as path patterns (see
+    :func:`_pattern_regex`); a volume and a mask with the same ``{case}`` belong together."""
+
+    volumes: str
+    masks: str | None = None
+
+    def volume_case(self, rel: str) -> str | None:
+        """The case key of a volume's path, or None if the path is not a volume's."""
+        match = _pattern_regex(self.volumes).fullmatch(rel)
+        return match["case"] if match else None
+
+    def mask_case(self, rel: str) -> str | None:
+        if self.masks is None:
+            return None
+        match = _pattern_regex(self.masks).fullmatch(rel)
+        return match["case"] if match else None
+
+    def case_in(self, cell: str) -> str | None:
+        """The case key a label table cell names: the cell is the case key, or a path whose
+        end is a volume's path (absolute, or relative to another folder)."""
+        cell = cell.strip().replace("\\", "/")
+        regex = _pattern_regex(self.volumes)
+        parts = cell.split("/")
+        for start in range(len(parts)):
+            match = regex.fullmatch("/".join(parts[start:]))
+            if match:
+                return match["case"]
+        return cell if cell and "/" not in cell else None
+
+
 @dataclass(frozen=True)
 class Manifest:
     """One dataset's manifest, validated."""
@@ -66,12 +139,15 @@ class Manifest:
     description: str = ""
     label_file: str | None = None
     label_key: str | None = None
+    label_key_column: str | None = None  # the table's column that holds the key
+    label_drop: tuple[str, ...] = ()  # table columns mbc deid removes (never let through)
     label_columns: dict[str, LabelColumn] = field(default_factory=dict)
     segmentation: dict[str, Any] | None = None
     split: dict[str, float] = field(
         default_factory=lambda: {"train": 0.7, "val": 0.15, "test": 0.15}
     )
     deid_options: tuple[str, ...] = DEID_OPTIONS
+    source: SourceLayout | None = None  # NIfTI datasets: where volumes and masks lie
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -127,12 +203,17 @@ def parse_manifest(data: dict[str, Any], source: str = "<manifest>") -> Manifest
     if labels is not None:
         if not isinstance(labels, dict) or "file" not in labels or "key" not in labels:
             raise _fail(source, "'labels' needs 'file', 'key' and 'columns'")
-        if labels["key"] not in ("path", "patient_id"):
-            raise _fail(source, "labels.key must be 'path' or 'patient_id'")
+        if labels["key"] not in ("path", "patient_id", "case"):
+            raise _fail(source, "labels.key must be 'path', 'patient_id' or 'case'")
+        if labels["key"] == "case" and not (data.get("source") or {}).get("volumes"):
+            raise _fail(source, "labels.key 'case' needs source.volumes (where the cases are)")
         for col, spec in (labels.get("columns") or {}).items():
             if not isinstance(spec, dict) or spec.get("dtype") not in LABEL_DTYPES:
                 raise _fail(source, f"label column {col!r} needs dtype one of {list(LABEL_DTYPES)}")
             values = spec.get("values")
+            mapping = spec.get("map")
+            if mapping is not None and not isinstance(mapping, dict):
+                raise _fail(source, f"label column {col!r}: 'map' must map table values to values")
             columns[col] = LabelColumn(
                 name=col,
                 dtype=spec["dtype"],
@@ -140,7 +221,13 @@ def parse_manifest(data: dict[str, Any], source: str = "<manifest>") -> Manifest
                 min=spec.get("min"),
                 max=spec.get("max"),
                 description=spec.get("description", ""),
+                source=spec.get("from"),
+                mapping={str(k): v for k, v in mapping.items()} if mapping else None,
             )
+            if mapping:
+                bad = [v for v in mapping.values() if columns[col].check(v) is not None]
+                if bad:
+                    raise _fail(source, f"label column {col!r}: 'map' gives invalid values {bad}")
     seg = data.get("segmentation")
     if seg is not None:
         classes = seg.get("classes") if isinstance(seg, dict) else None
@@ -150,6 +237,7 @@ def parse_manifest(data: dict[str, Any], source: str = "<manifest>") -> Manifest
     split = data.get("split") or {"train": 0.7, "val": 0.15, "test": 0.15}
     if set(split) != {"train", "val", "test"} or abs(sum(split.values()) - 1.0) > 1e-6:
         raise _fail(source, "split must give train, val and test fractions summing to 1")
+    layout = _source_layout(data.get("source"), data["modality"], source)
     options = tuple((data.get("deid") or {}).get("options", DEID_OPTIONS))
     unknown = set(options) - set(DEID_OPTIONS)
     if unknown:
@@ -162,12 +250,34 @@ def parse_manifest(data: dict[str, Any], source: str = "<manifest>") -> Manifest
         description=str(data.get("description", "")).strip(),
         label_file=labels["file"] if labels else None,
         label_key=labels["key"] if labels else None,
+        label_key_column=(labels.get("key_column") or labels["key"]) if labels else None,
+        label_drop=tuple(str(c) for c in (labels.get("drop") or ())) if labels else (),
         label_columns=columns,
         segmentation=seg,
         split={k: float(v) for k, v in split.items()},
         deid_options=options,
+        source=layout,
         raw=data,
     )
+
+
+def _source_layout(spec: Any, modality: str, source: str) -> SourceLayout | None:
+    if spec is None:
+        return None
+    if not isinstance(spec, dict) or not isinstance(spec.get("volumes"), str):
+        raise _fail(source, "source needs 'volumes': a path pattern with {case}")
+    if modality != "ct":
+        raise _fail(source, "source (NIfTI volumes) is for modality ct")
+    unknown = set(spec) - {"volumes", "masks"}
+    if unknown:
+        raise _fail(source, f"unknown source keys {sorted(unknown)}")
+    for key in ("volumes", "masks"):
+        if key in spec:
+            try:
+                _pattern_regex(str(spec[key]))
+            except ValueError as exc:
+                raise _fail(source, f"source.{key} {spec[key]!r} {exc}") from None
+    return SourceLayout(volumes=spec["volumes"], masks=spec.get("masks"))
 
 
 def _check_volumes(seg: dict[str, Any], classes: set[int], source: str) -> None:
@@ -187,6 +297,29 @@ def _check_volumes(seg: dict[str, Any], classes: set[int], source: str) -> None:
         unknown = {int(v) for v in values} - classes
         if unknown or 0 in {int(v) for v in values}:
             raise _fail(source, f"segmentation.{where} names classes not in the manifest")
+
+
+def describe_manifest(manifest: Manifest) -> str:
+    """What a manifest makes ingest do, in a few lines (``mbc datasets validate``)."""
+    lines = [f"  dataset {manifest.name}: {manifest.title} ({manifest.modality})"]
+    lines.append(f"  readers: members of hub group {manifest.group!r}")
+    if manifest.source is not None:
+        lines.append(f"  volumes: {manifest.source.volumes}")
+        if manifest.source.masks:
+            lines.append(f"  masks:   {manifest.source.masks}")
+    if manifest.label_file:
+        key = manifest.label_key_column
+        how = f"rows name their {manifest.label_key} in column {key!r}"
+        lines.append(f"  label table: {manifest.label_file} ({how})")
+        for column in manifest.label_columns.values():
+            src = f" <- {column.source!r}" if column.source else ""
+            mapped = f" mapped {column.mapping}" if column.mapping else ""
+            lines.append(f"    {column.name} ({column.dtype}){src}{mapped}")
+    if manifest.segmentation_classes:
+        classes = ", ".join(f"{k}={v}" for k, v in manifest.segmentation_classes.items())
+        lines.append(f"  segmentation classes: {classes}")
+    lines.append(f"  de-identification options: {', '.join(manifest.deid_options) or 'none'}")
+    return "\n".join(lines)
 
 
 def load_manifest(path: Path) -> Manifest:

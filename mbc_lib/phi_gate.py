@@ -25,8 +25,9 @@ from .deid import table_e11
 from .deid.keys import DERIVED_UID_RE, PSEUDONYM_RE
 from .errors import describe_error
 from .manifests import Manifest
-from .sources import header
+from .sources import header, nifti
 from .sources.dicom import MalformedDicom, read_dicom
+from .sources.limits import DEFAULT_MAX_PIXELS
 from .sources.tables import TableError, read_table
 from .sources.walk import UnreadableFile, read_file
 from .store.schema import CASE_ATTR_KEYS
@@ -51,7 +52,7 @@ PNG_ALLOWED_CHUNKS = frozenset(
 )
 BASIC_PROFILE_CODE = "113100"
 #: Findings that say a file cannot be checked (damaged), not that it identifies someone.
-NOT_PHI = ("unreadable", "malformed")
+NOT_PHI = ("unreadable", "malformed", "too large")
 
 
 # -- reference tables ---------------------------------------------------------------------
@@ -309,7 +310,9 @@ def check_labels_csv(data: bytes, manifest: Manifest) -> list[str]:
         table = read_table(data)
     except TableError as exc:
         return [f"malformed label table: {exc}"]
-    allowed = {"path", "patient_id", *manifest.label_columns}
+    allowed = {"path", "patient_id", *(c.table_column for c in manifest.label_columns.values())}
+    if manifest.label_key_column:
+        allowed.add(manifest.label_key_column)
     problems = [
         f"label column {c!r} is not declared in the {manifest.name} manifest"
         for c in table.header
@@ -323,6 +326,27 @@ def check_labels_csv(data: bytes, manifest: Manifest) -> list[str]:
             if c.endswith("_uid") and not DERIVED_UID_RE.match(row.get(c) or ""):
                 problems.append(f"line {n}: {c} is not a re-derived UID")
     return _unique(problems)
+
+
+def check_nifti(data: bytes, budget: int = DEFAULT_MAX_PIXELS) -> list[str]:
+    """A NIfTI file's free-text header fields are empty and it has no extensions (they may
+    hold a whole DICOM header) nor bytes hidden between its header and its voxels."""
+    try:
+        parsed = nifti.parse(data, budget)
+    except nifti.MalformedNifti as exc:
+        return [str(exc)]
+    header, raw = parsed.header, parsed.raw
+    problems = [
+        f"NIfTI header field {name} holds text"
+        for name in nifti.TEXT_FIELDS
+        if name in header and header[name].tobytes().strip(b"\x00 ")
+    ]
+    size, offset = header.sizeof_hdr, int(header["vox_offset"])
+    if len(header.extensions) or raw[size : size + 1] not in (b"\x00", b""):
+        problems.append("NIfTI header extensions present (they may hold a DICOM header)")
+    elif raw[size + 4 : offset].strip(b"\x00"):
+        problems.append("NIfTI file holds bytes between its header and its voxels")
+    return problems
 
 
 def check_mask_npz(data: bytes) -> list[str]:

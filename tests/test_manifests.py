@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 
 from mbc_lib.errors import MbcError
-from mbc_lib.manifests import get_manifest, load_manifests
+from mbc_lib.manifests import get_manifest, load_manifest, load_manifests
 
 
 def test_shipped_manifests():
@@ -51,3 +54,78 @@ def test_invalid_manifests_fail_with_one_line(tmp_path, text, message):
 def test_unknown_dataset():
     with pytest.raises(MbcError, match="unknown dataset 'nope'"):
         get_manifest("nope")
+
+
+BASE = "name: {name}\ntitle: t\nmodality: ct\ngroup: g\n"
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ("source: {volumes: 'images/*.nii.gz'}\n", "source.volumes 'images/*.nii.gz' must hold"),
+        ("source: {volumes: 'a/{case}.nii', extra: 1}\n", "unknown source keys ['extra']"),
+        (
+            "labels: {file: t.csv, key: case, columns: {}}\n",
+            "labels.key 'case' needs source.volumes",
+        ),
+        (
+            "labels: {file: t.csv, key: path, columns: {g: {dtype: int, map: {RG: high}}}}\n",
+            "'map' gives invalid values ['high']",
+        ),
+    ],
+)
+def test_layout_and_mapping_errors_are_one_line(tmp_path, extra, message):
+    path = tmp_path / "x.yaml"
+    path.write_text(BASE.format(name="x") + extra)
+    with pytest.raises(MbcError, match=re.escape(message)):
+        load_manifest(path)
+
+
+def test_layout_patterns_find_the_case_key():
+    layout = get_manifest("covid19-20").source
+    assert layout.volume_case("Train/volume-covid19-A-0003_ct.nii.gz") == "A-0003"
+    assert layout.volume_case("volume-covid19-A-0003_ct.nii.gz") == "A-0003"
+    assert layout.mask_case("Train/volume-covid19-A-0003_seg.nii.gz") == "A-0003"
+    assert layout.volume_case("Train/volume-covid19-A-0003_seg.nii.gz") is None
+    mosmed = get_manifest("mosmeddata").source
+    assert mosmed.case_in("COVID19_1110/studies/CT-1/study_0255.nii.gz") == "0255"
+    assert mosmed.case_in("/data/studies/CT-1/study_0255.nii.gz") == "0255"
+    assert mosmed.case_in("studies/CT-1/other.nii.gz") is None
+
+
+def test_mapped_columns_convert_table_values():
+    columns = get_manifest("mosmeddata").label_columns
+    assert columns["diagnosis"].convert("CT-0") == "normal"
+    assert columns["diagnosis"].convert("CT-3") == "covid19"
+    assert columns["severity"].convert(" CT-3 ") == "CT-3"
+    assert columns["diagnosis"].convert("") is None
+    with pytest.raises(ValueError, match="not one of"):
+        columns["diagnosis"].convert("CT-9")
+
+
+def test_datasets_validate_and_ingest_with_a_manifest_file(tmp_path):
+    from conftest import run_mbc
+
+    good = tmp_path / "my-lungs.yaml"
+    good.write_text(
+        (Path(__file__).parents[1] / "datasets" / "covid19-20.yaml")
+        .read_text()
+        .replace("name: covid19-20", "name: my-lungs")
+    )
+    proc = run_mbc("datasets", "validate", str(good))
+    assert proc.returncode == 0 and "valid dataset manifest" in proc.stdout
+    assert "volumes: **/volume-covid19-{case}_ct.nii.gz" in proc.stdout
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(BASE.format(name="bad") + "source: {volumes: x.nii}\n")
+    proc = run_mbc("datasets", "validate", str(bad))
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+    assert "must hold {case} exactly once" in proc.stderr
+    listed = run_mbc("datasets", "list")
+    assert "covid19-20" in listed.stdout and "mosmeddata" in listed.stdout
+    empty = tmp_path / "src"
+    empty.mkdir()
+    proc = run_mbc("ingest", str(empty), "--store", str(tmp_path / "s"), "--manifest", str(good))
+    assert proc.returncode == 0, proc.stderr
+    assert "dataset my-lungs" in proc.stdout
+    proc = run_mbc("ingest", str(empty), "--store", str(tmp_path / "s"))
+    assert proc.returncode == 2 and "give --dataset NAME" in proc.stderr

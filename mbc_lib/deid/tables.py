@@ -45,25 +45,32 @@ def dataset_of(root: Path, rel: str, manifests: dict[str, Manifest]) -> tuple[Ma
     return None, rel
 
 
+def table_columns(manifest: Manifest) -> frozenset[str]:
+    """The columns a label table of this dataset may hold: ``patient_id``, ``path``, the key
+    column and the columns the label columns are read from (plus ``*_uid`` columns)."""
+    names = {"patient_id", "path", *(c.table_column for c in manifest.label_columns.values())}
+    if manifest.label_key_column:
+        names.add(manifest.label_key_column)
+    return frozenset(names)
+
+
 def deid_labels(data: bytes, manifest: Manifest, key: DeidKey) -> bytes:
     """Pseudonymise a label table; raise :class:`TableRefused` for unknown columns/values."""
     try:
         table = read_table(data)
     except TableError as exc:
         raise TableRefused(str(exc)) from None
-    for name in table.header:
-        if not (
-            name in ("patient_id", "path")
-            or name.endswith("_uid")
-            or name in manifest.label_columns
-        ):
+    known = table_columns(manifest)
+    header = [name for name in table.header if name not in manifest.label_drop]
+    for name in header:
+        if not (name in known or name.endswith("_uid")):
             raise TableRefused(
                 f"column {name!r} is not declared in dataset manifest {manifest.name!r} "
                 "(free text could carry PHI)"
             )
     if not table.rows:
         raise TableRefused("label table holds no rows")
-    key_column = manifest.label_key or "path"
+    key_column = manifest.label_key_column or "path"
     if key_column not in table.header:
         raise TableRefused(f"label table lacks its key column {key_column!r}")
     duplicates = duplicate_keys(table, key_column)
@@ -71,9 +78,9 @@ def deid_labels(data: bytes, manifest: Manifest, key: DeidKey) -> bytes:
         raise TableRefused(describe_duplicates(duplicates))
     out = io.StringIO(newline="")
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(table.header)
+    writer.writerow(header)
     for number, row in table.rows:
-        writer.writerow([_cell(name, row[name], number, manifest, key) for name in table.header])
+        writer.writerow([_cell(name, row[name], number, manifest, key) for name in header])
     return out.getvalue().encode("utf-8")
 
 
@@ -83,14 +90,19 @@ def _cell(name: str, cell: str, number: int, manifest: Manifest, key: DeidKey) -
         return key.pseudonym(value) if value else ""
     if name.endswith("_uid") and name not in manifest.label_columns:
         return map_uid(key, value)
-    if name == "path":
+    if name in ("path", manifest.label_key_column):
         return cell
-    column = manifest.label_columns[name]
-    if column.check(value) is not None:
-        allowed = f" (one of {list(column.values)})" if column.values is not None else ""
-        raise TableRefused(
-            f"row {number}, column {name!r}: value is not a valid {column.dtype}{allowed}"
-        )
+    for column in manifest.label_columns.values():
+        if column.table_column == name:
+            try:
+                column.convert(value)
+            except ValueError:
+                allowed = f" (one of {list(column.values)})" if column.values is not None else ""
+                if column.mapping is not None:
+                    allowed = f" (one of {sorted(column.mapping)})"
+                raise TableRefused(
+                    f"row {number}, column {name!r}: value is not a valid {column.dtype}{allowed}"
+                ) from None
     return cell
 
 

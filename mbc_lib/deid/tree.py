@@ -14,9 +14,11 @@ from pathlib import Path
 from ..atomic import write_bytes
 from ..checkpoints import checkpoint
 from ..errors import MbcError
-from ..manifests import DEID_OPTIONS, load_manifests
+from ..manifests import DEID_OPTIONS, Manifest, load_manifests
 from ..progress import progress as progress_bar
+from ..sources import nifti
 from ..sources.dicom import MalformedDicom, read_dicom
+from ..sources.limits import max_pixels
 from ..sources.walk import HEAD_BYTES, Entry, UnreadableFile, classify, inside, read_file, walk_tree
 from ..workers import die_with_parent
 from .dicom import DicomRefused, deid_dicom_dataset
@@ -69,8 +71,12 @@ def _quiet_pydicom() -> Iterator[None]:
 class _TreeRun:
     """State of one run: source, output, key and dataset manifests."""
 
-    def __init__(self, src: Path, out: Path, key: DeidKey) -> None:
+    def __init__(
+        self, src: Path, out: Path, key: DeidKey, manifest: Manifest | None = None
+    ) -> None:
         self.src, self.out, self.key = src, out, key
+        self.manifest = manifest  # the whole tree is this dataset (else: by folder names)
+        self.budget = max_pixels()  # a .nii.gz is never inflated beyond it
         self.manifest_error = ""
         try:
             self.manifests = load_manifests()
@@ -91,7 +97,10 @@ class _TreeRun:
             data = read_file(entry.path)
         except UnreadableFile as exc:
             return FileResult.refused(rel, "other", str(exc))
-        manifest, rel_in_dataset = dataset_of(self.src, rel, self.manifests)
+        if self.manifest is not None:
+            manifest, rel_in_dataset = self.manifest, rel
+        else:
+            manifest, rel_in_dataset = dataset_of(self.src, rel, self.manifests)
         kind = classify(data[:HEAD_BYTES], rel_in_dataset, manifest)
         if self.manifest_error and kind == "other" and rel.endswith((".csv", ".npz")):
             return FileResult.refused(rel, "other", f"no dataset manifests: {self.manifest_error}")
@@ -103,6 +112,8 @@ class _TreeRun:
             return self._bytes(data, rel, dst, kind, strip_jpeg)
         if kind == "png":
             return self._bytes(data, rel, dst, kind, strip_png)
+        if kind == "nifti":
+            return self._bytes(data, rel, dst, kind, partial(nifti.deidentify, budget=self.budget))
         if kind == "labels" and manifest is not None:
             strip = partial(deid_labels, manifest=manifest, key=self.key)
             return self._bytes(data, rel, dst, kind, strip)
@@ -132,6 +143,8 @@ class _TreeRun:
             data = strip(data)
         except (MalformedImageError, TableRefused) as exc:
             return FileResult.refused(rel, kind, f"{_KIND_LABEL[kind]}: {exc}")
+        except nifti.MalformedNifti as exc:
+            return FileResult.refused(rel, kind, str(exc))
         write_bytes(dst, data)
         return FileResult(rel, kind, DEIDENTIFIED, output=rel, actions=ActionCounts())
 
@@ -149,11 +162,13 @@ _MIN_FILES_FOR_POOL = 64
 _worker_run: _TreeRun | None = None
 
 
-def _init_worker(src: Path, out: Path, key: DeidKey, parent: int) -> None:
+def _init_worker(
+    src: Path, out: Path, key: DeidKey, parent: int, manifest: Manifest | None
+) -> None:
     global _worker_run
     die_with_parent(parent)
     logging.getLogger("pydicom").setLevel(logging.CRITICAL)
-    _worker_run = _TreeRun(src, out, key)
+    _worker_run = _TreeRun(src, out, key, manifest)
 
 
 def _worker_one(entry: Entry) -> FileResult:
@@ -167,9 +182,18 @@ def default_workers() -> int:
 
 
 def deid_tree(
-    src: Path, out: Path, key: DeidKey, *, progress: bool = True, workers: int | None = None
+    src: Path,
+    out: Path,
+    key: DeidKey,
+    *,
+    progress: bool = True,
+    workers: int | None = None,
+    manifest: Manifest | None = None,
 ) -> DeidReport:
     """De-identify every file below ``src`` into ``out`` (same relative paths).
+
+    ``manifest``: the whole of ``src`` is that dataset, whatever its folder is called;
+    without it, each folder named after a dataset in ``datasets/`` is that dataset.
 
     Files are processed by ``workers`` processes (default: one per CPU). Writes
     ``deid-report.json`` and ``deid-report.txt`` into ``out``; refused files are listed
@@ -185,7 +209,7 @@ def deid_tree(
     files = list(walk_tree(src))
     n_workers = min(workers or default_workers(), max(1, len(files) // 16))
     if n_workers == 1 or len(files) < _MIN_FILES_FOR_POOL:
-        run = _TreeRun(src, out, key)
+        run = _TreeRun(src, out, key, manifest)
         with _quiet_pydicom():
             for entry in progress_bar(files, enabled=progress, desc="deid", unit="file"):
                 report.files.append(run.one(entry))
@@ -197,7 +221,7 @@ def deid_tree(
             n_workers,
             mp_context=context,
             initializer=_init_worker,
-            initargs=(src, out, key, os.getpid()),
+            initargs=(src, out, key, os.getpid(), manifest),
         ) as pool:
             results = pool.map(_worker_one, files, chunksize=16)
             for result in progress_bar(

@@ -200,7 +200,7 @@ def ct_slice(ds: Dataset, budget: int) -> Slice:
     )
 
 
-def _in_int16(hu: np.ndarray) -> np.ndarray:
+def in_int16(hu: np.ndarray) -> np.ndarray:
     """Round to int16; refuse values that int16 cannot hold instead of clipping them."""
     if hu.dtype.kind == "f" and not np.isfinite(hu).all():
         raise ConversionError("rescaled values are not finite (check Rescale Slope/Intercept)")
@@ -263,7 +263,7 @@ def ct_volume(slices: Sequence[Slice], read_hu: Callable[[int], np.ndarray]) -> 
         hu = read_hu(int(index))
         if hu.shape != shape:
             raise ConversionError("pixel data does not match Rows/Columns")
-        volume[z] = _in_int16(np.asarray(hu))
+        volume[z] = in_int16(np.asarray(hu))
     origin = positions[int(order[0])]
     # array axis y runs down the columns (col_dir), x along the rows (row_dir)
     return Volume(

@@ -24,7 +24,7 @@ import numpy as np
 
 from .. import phi_gate
 from ..errors import MbcError, RefusedError, describe_error
-from ..manifests import LABEL_DTYPES, Manifest, get_manifest
+from ..manifests import Manifest, get_manifest
 from ..progress import progress as progress_bar
 from ..sources import header
 from ..sources.dicom import MalformedDicom, read_dicom
@@ -45,6 +45,7 @@ from ..store.catalog import write_catalog
 from ..store.schema import label_stats
 from ..store.writer import CaseData, StoreWriter
 from . import convert
+from .nifti_cases import ingest_nifti_ct
 from .quarantine import Quarantine
 
 UNSUPPORTED = "unsupported file type"
@@ -86,7 +87,7 @@ class IngestResult:
 class SourceFile:
     path: Path
     rel: str  # relative to the source root, '/'-separated
-    kind: str  # dicom | bare-dicom | jpeg | png | labels | mask | report
+    kind: str  # dicom | bare-dicom | jpeg | png | nifti | labels | mask | report
     stamp: Stamp | None = None  # the version the gate read; later reads must find it
 
     def read(self) -> bytes:
@@ -114,6 +115,7 @@ class _Gated:
 
     dicoms: list[_Dicom] = field(default_factory=list)
     photos: list[SourceFile] = field(default_factory=list)
+    niftis: list[SourceFile] = field(default_factory=list)
     tables: list[SourceFile] = field(default_factory=list)
     masks: list[SourceFile] = field(default_factory=list)
     reports: list[SourceFile] = field(default_factory=list)
@@ -241,20 +243,26 @@ def ingest(
     quarantine: Path | None = None,
     progress: bool = True,
     manifest_dir: Path | None = None,
+    manifest: Manifest | None = None,
     pixel_budget: int | None = None,
 ) -> IngestResult:
     """Ingest ``src`` into ``store`` as ``dataset``; see the module docstring.
 
     ``deid_key_file``: de-identify ``src`` first (single-site use); ``quarantine``: where
     refused files go (default ``STORE.quarantine`` beside the store); ``pixel_budget``:
-    pixels any one image may declare (default :func:`mbc_lib.sources.limits.max_pixels`).
+    pixels any one image may declare (default :func:`mbc_lib.sources.limits.max_pixels`);
+    ``manifest``: use this manifest (``mbc ingest --manifest FILE``) instead of looking
+    ``dataset`` up in ``manifest_dir``.
     """
     src, store = Path(src), Path(store)
     quarantine_root = (
         Path(quarantine) if quarantine else store.with_name(store.name + ".quarantine")
     )
     _check_places(src, store, quarantine_root)
-    manifest = get_manifest(dataset, manifest_dir)
+    if manifest is None:
+        manifest = get_manifest(dataset, manifest_dir)
+    elif dataset and dataset != manifest.name:
+        raise MbcError(f"--dataset {dataset} does not match the manifest's name {manifest.name}")
     budget = max_pixels(pixel_budget)
     key = None
     if deid_key_file is not None:
@@ -291,12 +299,17 @@ def _deid_then_ingest(
     except OSError as exc:
         raise MbcError(f"cannot write beside the store {store}: {_strerror(exc)}") from None
     try:
-        report = deid_tree(src, work / "out", key, progress=progress)
+        report = deid_tree(src, work / "out", key, progress=progress, manifest=manifest)
+        table_refused = None
         for entry in report.refused:
             q.record(entry.path, f"refused by de-identification: {entry.reason}")
             result.seen += 1
             _count_refusal(result, "refused by de-identification")
-        return _ingest_tree(work / "out", store, manifest, q, result, progress, budget, True)
+            if entry.path == manifest.label_file:
+                table_refused = f"refused by de-identification: {entry.reason}"
+        return _ingest_tree(
+            work / "out", store, manifest, q, result, progress, budget, True, table_refused
+        )
     finally:
         remove_tree(work)
 
@@ -366,6 +379,10 @@ def _gate_one(f: SourceFile, data: bytes, manifest: Manifest, gated: _Gated, bud
         findings = (phi_gate.check_jpeg if f.kind == "jpeg" else phi_gate.check_png)(data)
         if not findings:
             gated.photos.append(f)
+    elif f.kind == "nifti":
+        findings = phi_gate.check_nifti(data, budget)
+        if not findings:
+            gated.niftis.append(f)
     elif f.kind == "labels":
         findings = phi_gate.check_labels_csv(data, manifest)
         if not findings:
@@ -417,12 +434,16 @@ def _ingest_tree(
     progress: bool,
     budget: int,
     from_deid: bool = False,
+    table_refused: str | None = None,
 ) -> IngestResult:
-    """Gate, convert and publish the files under ``src``."""
+    """Gate, convert and publish the files under ``src``. ``table_refused``: why the
+    de-identifier refused the label table (its images are then held back, as when ingest
+    refuses a table itself)."""
     gated = _gate(src, manifest, progress, budget, from_deid)
     total = (
         len(gated.dicoms)
         + len(gated.photos)
+        + len(gated.niftis)
         + len(gated.tables)
         + len(gated.masks)
         + len(gated.reports)
@@ -442,6 +463,11 @@ def _ingest_tree(
         with StoreWriter(store, manifest) as writer:
             run = _Run(manifest, writer, q, result, progress, budget)
             try:
+                if table_refused and manifest.label_file:
+                    run.labels.file = SourceFile(
+                        src / manifest.label_file, manifest.label_file, "labels"
+                    )
+                    run.labels.refused = table_refused
                 _publish_all(run, gated)
             finally:
                 write_catalog(store, manifest)
@@ -459,8 +485,12 @@ def _publish_all(run: _Run, gated: _Gated) -> None:
     if gated.tables:
         _load_labels(run, gated.tables[0])
     modality = run.manifest.modality
+    if modality != "ct":
+        for f in gated.niftis:
+            run.refuse(f, f"NIfTI volumes are not accepted by a {modality} dataset")
     if modality == "ct":
         _ingest_ct(run, gated.dicoms, gated.photos, gated.masks)
+        ingest_nifti_ct(run, gated.niftis)
     elif modality == "fundus":
         for m in gated.masks:
             run.refuse(m, "masks are not accepted by a fundus photograph dataset")
@@ -491,7 +521,7 @@ def _load_labels(run: _Run, f: SourceFile) -> None:
 
 def _label_rows(data: bytes, manifest: Manifest) -> dict[str, dict[str, Any]]:
     table = read_table(data)
-    key = manifest.label_key or "path"
+    key = manifest.label_key_column or "path"
     if key not in table.header:
         raise TableError(f"label table lacks its key column {key!r}")
     if not table.rows:
@@ -503,15 +533,21 @@ def _label_rows(data: bytes, manifest: Manifest) -> dict[str, dict[str, Any]]:
     for line, row in table.rows:
         values: dict[str, Any] = {}
         for name, column in manifest.label_columns.items():
-            raw = (row.get(name) or "").strip()
-            if raw == "":
-                values[name] = None
-                continue
-            if problem := column.check(raw):
-                raise TableError(f"invalid label value at line {line}: {problem}")
-            values[name] = LABEL_DTYPES[column.dtype](raw)
+            try:
+                values[name] = column.convert(row.get(column.table_column) or "")
+            except ValueError as exc:
+                raise TableError(f"invalid label value at line {line}: {exc}") from None
         values["__patient"] = (row.get("patient_id") or "").strip()
-        rows[row[key].strip()] = values
+        cell = row[key].strip()
+        if manifest.label_key == "case":
+            assert manifest.source is not None
+            case = manifest.source.case_in(cell)
+            if case is None:
+                raise TableError(f"line {line}: {key!r} names no volume of the dataset's layout")
+            if case in rows:
+                raise TableError(f"line {line}: a second row for one case")
+            cell = case
+        rows[cell] = values
     return rows
 
 

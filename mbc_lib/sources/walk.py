@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..manifests import Manifest
+from .nifti import looks_like_nifti
 
 #: Files that ``mbc deid`` writes beside its output (metadata, not images).
 REPORT_NAMES = frozenset({"deid-report.json", "deid-report.txt"})
@@ -165,8 +166,9 @@ def classify(head: bytes, rel_in_dataset: str, manifest: Manifest | None) -> str
     """What a file is, from its first bytes and its place in its dataset's folder.
 
     One of ``dicom`` (with the DICM preamble), ``bare-dicom`` (a data set without preamble),
-    ``jpeg``, ``png``, ``labels`` (the manifest's label table at the dataset's top),
-    ``mask`` (``masks/*.npz``), ``report`` (mbc deid's report at the top) or ``other``.
+    ``jpeg``, ``png``, ``nifti`` (``.nii``, ``.nii.gz``), ``labels`` (the manifest's label
+    table at the dataset's top), ``mask`` (``masks/*.npz``), ``report`` (mbc deid's report at
+    the top) or ``other``.
     """
     parts = rel_in_dataset.split("/")
     if head[128:132] == b"DICM":
@@ -182,6 +184,8 @@ def classify(head: bytes, rel_in_dataset: str, manifest: Manifest | None) -> str
             return "mask"
     if len(parts) == 1 and parts[0] in REPORT_NAMES:
         return "report"
+    if looks_like_nifti(head, parts[-1]):
+        return "nifti"
     if head[:2] in _BARE_DICOM_STARTS:
         return "bare-dicom"
     return "other"

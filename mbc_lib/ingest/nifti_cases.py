@@ -1,0 +1,143 @@
+"""CT cases from NIfTI volumes (COVID-19-20, MosMedData, nnU-Net raw, a site's own export).
+
+The manifest's ``source`` layout says where volumes and masks lie (path patterns with a
+``{case}`` key); a mask belongs to the volume with the same key and must lie on its voxel
+grid (same shape, same affine), else it is quarantined with a reason that names the
+geometry and the volume is published without it. Nothing is resampled: the store keeps the
+file's voxels, in the store's axis order, with the file's geometry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..sources import nifti
+from ..sources.walk import UnreadableFile
+from ..store.schema import label_stats
+from ..store.writer import CaseData
+from . import convert
+
+if TYPE_CHECKING:
+    from .pipeline import SourceFile, _Run
+
+
+def case_patient(dataset: str, case: str) -> str:
+    """The pseudonym of a case whose dataset has no patient ids: each volume is its own
+    patient. Derived from the (already public) case key, so a re-run gives the same one."""
+    return "PSN-" + hashlib.sha256(f"{dataset}:case:{case}".encode()).hexdigest()[:16]
+
+
+def _volume(f: SourceFile, budget: int) -> nifti.NiftiVolume:
+    return nifti.read_volume(nifti.parse(f.read(), budget))
+
+
+def ingest_nifti_ct(run: _Run, files: list[SourceFile]) -> None:
+    """Pair volumes with masks by case key, convert and publish each case."""
+    layout = run.manifest.source
+    if layout is None:
+        for f in files:
+            run.refuse(
+                f,
+                f"NIfTI file, but the {run.manifest.name} manifest has no source layout "
+                "(source.volumes) to tell volumes from masks",
+            )
+        return
+    volumes: dict[str, SourceFile] = {}
+    masks: dict[str, SourceFile] = {}
+    for f in files:
+        rel = f.rel  # the source folder is the dataset's folder
+        if (case := layout.mask_case(rel)) is not None:
+            masks[case] = f
+        elif (case := layout.volume_case(rel)) is not None:
+            if case in volumes:
+                run.refuse(f, "a second volume for one case key")
+                continue
+            volumes[case] = f
+        else:
+            run.refuse(f, "NIfTI file outside the manifest's layout (source.volumes, masks)")
+    for case, f in sorted(masks.items()):
+        if case not in volumes:
+            run.refuse(f, "mask without a volume of the same case key")
+    for case, f in sorted(volumes.items()):
+        _publish_case(run, case, f, masks.get(case))
+
+
+def _publish_case(run: _Run, case: str, f: SourceFile, mask_file: SourceFile | None) -> None:
+    manifest = run.manifest
+    if run.labels.refused is not None:
+        run.refuse(f, f"volume held back: its label table {run.labels.file.rel} was refused")  # type: ignore[union-attr]
+        if mask_file is not None:
+            run.refuse(mask_file, "its volume was held back")
+        return
+    try:
+        vol = _volume(f, run.budget)
+        image = convert.in_int16(np.asarray(vol.image, dtype=np.float64))
+    except (nifti.MalformedNifti, convert.ConversionError, UnreadableFile) as exc:
+        run.refuse(f, str(exc))
+        if mask_file is not None:
+            run.refuse(mask_file, "its volume cannot be converted")
+        return
+    except Exception as exc:  # noqa: BLE001 - e.g. MemoryError: refuse the case, go on
+        run.refuse(f, f"volume cannot be converted: {exc.__class__.__name__}")
+        return
+    mask = _mask(run, mask_file, vol) if mask_file is not None else None
+    files = [f] + ([mask_file] if mask is not None and mask_file is not None else [])
+    row = run.labels.rows.get(case) if manifest.label_key == "case" else None
+    patient = (row or {}).get("__patient") or case_patient(manifest.name, case)
+    attrs: dict[str, Any] = {
+        "modality": "CT",
+        "patient": patient,
+        "study_uid": None,
+        "series_uid": None,
+        "sop_class": None,
+        "labels": {k: (row or {}).get(k) for k in manifest.label_columns},
+        "value_units": "HU",
+    }
+    spacing = vol.spacing
+    if mask is not None:
+        attrs["label_stats"] = label_stats(mask, spacing, manifest)
+    data = CaseData(
+        case_id=convert.case_id("ct", f"nifti:{manifest.name}:{case}"),
+        kind="ct-volume",
+        image=image,
+        dims=("z", "y", "x"),
+        spacing=spacing,
+        unit="millimeter",
+        attrs=attrs,
+        origin=vol.origin,
+        direction=vol.direction,
+        labels=mask,
+    )
+    outcome = run.publish(data, files)
+    if row is not None:
+        run.used_row(outcome)
+
+
+def _mask(run: _Run, f: SourceFile, vol: nifti.NiftiVolume) -> np.ndarray | None:
+    try:
+        mask = _volume(f, run.budget)
+    except (nifti.MalformedNifti, UnreadableFile) as exc:
+        run.refuse(f, str(exc))
+        return None
+    problem = nifti.same_grid(vol, mask)
+    if problem is not None:
+        run.refuse(f, f"mask does not lie on its volume's grid: {problem}; not resampled")
+        return None
+    values = mask.image
+    if values.dtype.kind == "f" and not (
+        np.all(np.isfinite(values)) and np.all(values == np.round(values))
+    ):
+        run.refuse(f, "mask holds values that are not whole numbers")
+        return None
+    found = {int(v) for v in np.unique(values)}
+    classes = set(run.manifest.segmentation_classes)
+    if not found <= classes:
+        run.refuse(f, f"mask holds values {sorted(found - classes)} outside the manifest's classes")
+        return None
+    return values.astype(np.uint8)
+
+
+__all__ = ["case_patient", "ingest_nifti_ct"]
