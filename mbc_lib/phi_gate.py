@@ -25,7 +25,7 @@ from .deid import table_e11
 from .deid.keys import DERIVED_UID_RE, PSEUDONYM_RE
 from .errors import describe_error
 from .manifests import Manifest
-from .sources import header, nifti
+from .sources import header, nifti, nnunet
 from .sources.dicom import MalformedDicom, read_dicom
 from .sources.limits import DEFAULT_MAX_PIXELS
 from .sources.tables import TableError, read_table
@@ -347,6 +347,15 @@ def check_nifti(data: bytes, budget: int = DEFAULT_MAX_PIXELS) -> list[str]:
     elif raw[size + 4 : offset].strip(b"\x00"):
         problems.append("NIfTI file holds bytes between its header and its voxels")
     return problems
+
+
+def check_dataset_json(data: bytes) -> list[str]:
+    """An nnU-Net dataset.json holds structure only (labels, channels, file lists)."""
+    try:
+        doc = nnunet.parse(data)
+    except nnunet.DatasetJsonError as exc:
+        return [str(exc)]
+    return nnunet.structure_problems(doc)
 
 
 def check_mask_npz(data: bytes) -> list[str]:

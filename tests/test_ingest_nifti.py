@@ -191,3 +191,81 @@ def test_a_registry_value_the_manifest_does_not_map_refuses_the_table(tmp_path, 
     assert proc.returncode == 0
     # the table is listed (never copied), its volume held back: no case without its labels
     assert "2 files seen: 0 published, 0 duplicate, 2 quarantined" in proc.stdout
+
+
+def test_nifti_cases_feed_the_patch_loader_and_the_viewer(covid19_20, tmp_path, key_file):
+    from matplotlib.figure import Figure
+
+    from mbc_lib.data.ct import CTPatchDataset
+    from mbc_lib.viewers import render_ct_slice
+
+    src, _ = covid19_20
+    store = tmp_path / "store"
+    assert _ingest(src, store, "covid19-20", key_file).returncode == 0
+    patches = CTPatchDataset(store, "covid19-20", patch_size=(8, 16, 16), samples_per_case=2)
+    assert len(patches) == 6
+    item = patches[0]
+    assert tuple(item["image"].shape) == (1, 8, 16, 16)
+    assert set(np.unique(item["label"].numpy()).tolist()) <= {0, 1}
+    s = open_store(store)
+    case = next(c for c in s.case_ids("covid19-20") if s.labels_array("covid19-20", c))
+    fig = render_ct_slice(s.open_case("covid19-20", case), s.open_labels("covid19-20", case))
+    assert isinstance(fig, Figure)
+    legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert legend == ["lesion"]
+
+
+def _nnunet(root: Path, labels: dict) -> None:
+    for n, case in enumerate(("lung_001", "lung_002")):
+        _case(root / "imagesTr" / f"{case}_0000.nii.gz", n, root / "labelsTr" / f"{case}.nii.gz")
+    _case(root / "imagesTs" / "lung_101_0000.nii.gz", 7, None)
+    doc = {
+        "name": "Lungs of Dr Kowalski's patients",
+        "description": "exported by Jan Kowalski",
+        "licence": "internal",
+        "channel_names": {"0": "CT"},
+        "labels": labels,
+        "numTraining": 2,
+        "file_ending": ".nii.gz",
+    }
+    (root / "dataset.json").write_text(json.dumps(doc))
+
+
+def test_nnunet_raw_layout_with_its_dataset_json(tmp_path, key_file):
+    root = tmp_path / "Dataset001_Lungs"
+    _nnunet(root, {"background": 0, "lesion": 1})
+    store = tmp_path / "store"
+    proc = _ingest(root, store, "nnunet-example", key_file)
+    assert proc.returncode == 0, proc.stderr
+    assert "6 files seen: 6 published, 0 duplicate, 0 quarantined" in proc.stdout
+    catalog = open_store(store).catalog("nnunet-example")
+    assert len(catalog) == 3 and catalog["lesion_ml"].notna().sum() == 2
+    assert b"Kowalski" not in _store_bytes(store)
+    assert run_mbc("verify", str(store), "-q").returncode == 0
+
+
+def test_nnunet_labels_that_disagree_with_the_manifest_hold_back_the_masks(tmp_path, key_file):
+    root = tmp_path / "Dataset002_Other"
+    _nnunet(root, {"0": "background", "1": "tumour"})  # nnU-Net v1 form
+    proc = _ingest(root, tmp_path / "store", "nnunet-example", key_file)
+    assert proc.returncode == 0, proc.stderr
+    assert "3 published, 0 duplicate, 3 quarantined" in proc.stdout
+    reasons = [
+        json.loads(line)["reason"]
+        for p in (tmp_path / "store.quarantine").rglob("reasons.jsonl")
+        for line in p.read_text().splitlines()
+    ]
+    assert "dataset.json labels disagree with the manifest's classes (1: 'tumour' vs 'lesion')" in (
+        reasons
+    )
+
+
+def test_free_text_in_dataset_json_is_identified_input_for_the_gate(tmp_path):
+    from mbc_lib.phi_gate import check_dataset_json
+
+    doc = {"labels": {"background": 0, "lesion": 1}, "description": "Jan Kowalski"}
+    assert check_dataset_json(json.dumps(doc).encode()) == [
+        "dataset.json key 'description' is free text"
+    ]
+    doc = {"labels": {"background": 0, "Kowalski, Jan (MRN 55501)": 1}}
+    assert "not a short name" in check_dataset_json(json.dumps(doc).encode())[0]

@@ -18,7 +18,7 @@ REPORT_JSON = "deid-report.json"
 REPORT_TEXT = "deid-report.txt"
 DEIDENTIFIED = "deidentified"
 REFUSED = "refused"
-KINDS = ("dicom", "jpeg", "png", "nifti", "labels", "mask", "other")
+KINDS = ("dicom", "jpeg", "png", "nifti", "dataset-json", "labels", "mask", "other")
 
 
 @dataclass(slots=True)

@@ -16,7 +16,7 @@ from ..checkpoints import checkpoint
 from ..errors import MbcError
 from ..manifests import DEID_OPTIONS, Manifest, load_manifests
 from ..progress import progress as progress_bar
-from ..sources import nifti
+from ..sources import nifti, nnunet
 from ..sources.dicom import MalformedDicom, read_dicom
 from ..sources.limits import max_pixels
 from ..sources.walk import HEAD_BYTES, Entry, UnreadableFile, classify, inside, read_file, walk_tree
@@ -112,6 +112,8 @@ class _TreeRun:
             return self._bytes(data, rel, dst, kind, strip_jpeg)
         if kind == "png":
             return self._bytes(data, rel, dst, kind, strip_png)
+        if kind == "dataset-json":
+            return self._bytes(data, rel, dst, kind, nnunet.deidentify)
         if kind == "nifti":
             return self._bytes(data, rel, dst, kind, partial(nifti.deidentify, budget=self.budget))
         if kind == "labels" and manifest is not None:
@@ -143,7 +145,7 @@ class _TreeRun:
             data = strip(data)
         except (MalformedImageError, TableRefused) as exc:
             return FileResult.refused(rel, kind, f"{_KIND_LABEL[kind]}: {exc}")
-        except nifti.MalformedNifti as exc:
+        except (nifti.MalformedNifti, nnunet.DatasetJsonError) as exc:
             return FileResult.refused(rel, kind, str(exc))
         write_bytes(dst, data)
         return FileResult(rel, kind, DEIDENTIFIED, output=rel, actions=ActionCounts())

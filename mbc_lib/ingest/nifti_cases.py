@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..sources import nifti
+from ..sources import nifti, nnunet
 from ..sources.walk import UnreadableFile
 from ..store.schema import label_stats
 from ..store.writer import CaseData
@@ -34,9 +34,36 @@ def _volume(f: SourceFile, budget: int) -> nifti.NiftiVolume:
     return nifti.read_volume(nifti.parse(f.read(), budget))
 
 
-def ingest_nifti_ct(run: _Run, files: list[SourceFile]) -> None:
-    """Pair volumes with masks by case key, convert and publish each case."""
+def _check_classes(run: _Run, f: SourceFile) -> str | None:
+    """Why an nnU-Net dataset.json's labels disagree with the manifest's classes, or None:
+    values are stored as the dataset defines them, so both must say the same."""
+    try:
+        found = nnunet.label_classes(nnunet.parse(f.read()))
+    except (nnunet.DatasetJsonError, UnreadableFile) as exc:
+        return str(exc)
+    wanted = run.manifest.segmentation_classes
+    differ = {
+        v: (found.get(v), wanted.get(v))
+        for v in set(found) | set(wanted)
+        if (found.get(v) or "").lower() != (wanted.get(v) or "").lower()
+    }
+    if differ:
+        detail = "; ".join(f"{v}: {a!r} vs {b!r}" for v, (a, b) in sorted(differ.items()))
+        return f"dataset.json labels disagree with the manifest's classes ({detail})"
+    return None
+
+
+def ingest_nifti_ct(
+    run: _Run, files: list[SourceFile], class_files: list[SourceFile] | None = None
+) -> None:
+    """Pair volumes with masks by case key, convert and publish each case. ``class_files``:
+    the dataset's nnU-Net dataset.json, whose labels must be the manifest's classes."""
     layout = run.manifest.source
+    masks_refused = None
+    for f in class_files or []:
+        if (problem := _check_classes(run, f)) is not None:
+            run.refuse(f, problem)
+            masks_refused = f"its dataset.json was refused ({problem})"
     if layout is None:
         for f in files:
             run.refuse(
@@ -61,8 +88,19 @@ def ingest_nifti_ct(run: _Run, files: list[SourceFile]) -> None:
     for case, f in sorted(masks.items()):
         if case not in volumes:
             run.refuse(f, "mask without a volume of the same case key")
+        elif masks_refused is not None:
+            run.refuse(f, masks_refused)
+    if masks_refused is not None:
+        masks = {}
     for case, f in sorted(volumes.items()):
         _publish_case(run, case, f, masks.get(case))
+    for f in class_files or []:  # metadata of the cases: counted with them
+        if f.rel not in run.counted:
+            run.counted.add(f.rel)
+            if run.new_case:
+                run.result.published += 1
+            else:
+                run.result.duplicate += 1
 
 
 def _publish_case(run: _Run, case: str, f: SourceFile, mask_file: SourceFile | None) -> None:

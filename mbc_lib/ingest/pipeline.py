@@ -87,7 +87,7 @@ class IngestResult:
 class SourceFile:
     path: Path
     rel: str  # relative to the source root, '/'-separated
-    kind: str  # dicom | bare-dicom | jpeg | png | nifti | labels | mask | report
+    kind: str  # dicom | bare-dicom | jpeg | png | nifti | dataset-json | labels | mask | report
     stamp: Stamp | None = None  # the version the gate read; later reads must find it
 
     def read(self) -> bytes:
@@ -116,6 +116,7 @@ class _Gated:
     dicoms: list[_Dicom] = field(default_factory=list)
     photos: list[SourceFile] = field(default_factory=list)
     niftis: list[SourceFile] = field(default_factory=list)
+    class_files: list[SourceFile] = field(default_factory=list)  # nnU-Net dataset.json
     tables: list[SourceFile] = field(default_factory=list)
     masks: list[SourceFile] = field(default_factory=list)
     reports: list[SourceFile] = field(default_factory=list)
@@ -383,6 +384,10 @@ def _gate_one(f: SourceFile, data: bytes, manifest: Manifest, gated: _Gated, bud
         findings = phi_gate.check_nifti(data, budget)
         if not findings:
             gated.niftis.append(f)
+    elif f.kind == "dataset-json":
+        findings = phi_gate.check_dataset_json(data)
+        if not findings:
+            gated.class_files.append(f)
     elif f.kind == "labels":
         findings = phi_gate.check_labels_csv(data, manifest)
         if not findings:
@@ -444,6 +449,7 @@ def _ingest_tree(
         len(gated.dicoms)
         + len(gated.photos)
         + len(gated.niftis)
+        + len(gated.class_files)
         + len(gated.tables)
         + len(gated.masks)
         + len(gated.reports)
@@ -490,7 +496,7 @@ def _publish_all(run: _Run, gated: _Gated) -> None:
             run.refuse(f, f"NIfTI volumes are not accepted by a {modality} dataset")
     if modality == "ct":
         _ingest_ct(run, gated.dicoms, gated.photos, gated.masks)
-        ingest_nifti_ct(run, gated.niftis)
+        ingest_nifti_ct(run, gated.niftis, gated.class_files)
     elif modality == "fundus":
         for m in gated.masks:
             run.refuse(m, "masks are not accepted by a fundus photograph dataset")

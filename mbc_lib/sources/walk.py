@@ -17,6 +17,7 @@ from pathlib import Path
 
 from ..manifests import Manifest
 from .nifti import looks_like_nifti
+from .nnunet import DATASET_JSON
 
 #: Files that ``mbc deid`` writes beside its output (metadata, not images).
 REPORT_NAMES = frozenset({"deid-report.json", "deid-report.txt"})
@@ -167,8 +168,9 @@ def classify(head: bytes, rel_in_dataset: str, manifest: Manifest | None) -> str
 
     One of ``dicom`` (with the DICM preamble), ``bare-dicom`` (a data set without preamble),
     ``jpeg``, ``png``, ``nifti`` (``.nii``, ``.nii.gz``), ``labels`` (the manifest's label
-    table at the dataset's top), ``mask`` (``masks/*.npz``), ``report`` (mbc deid's report at
-    the top) or ``other``.
+    table at the dataset's top), ``mask`` (``masks/*.npz``), ``dataset-json`` (an nnU-Net
+    ``dataset.json`` of a NIfTI dataset), ``report`` (mbc deid's report at the top) or
+    ``other``.
     """
     parts = rel_in_dataset.split("/")
     if head[128:132] == b"DICM":
@@ -182,6 +184,8 @@ def classify(head: bytes, rel_in_dataset: str, manifest: Manifest | None) -> str
             return "labels"
         if parts[-1].endswith(".npz") and len(parts) >= 2 and parts[-2] == MASK_FOLDER:
             return "mask"
+        if manifest.source is not None and rel_in_dataset == DATASET_JSON:
+            return "dataset-json"
     if len(parts) == 1 and parts[0] in REPORT_NAMES:
         return "report"
     if looks_like_nifti(head, parts[-1]):

@@ -162,7 +162,9 @@ class Store:
             return None
         lroot = group[layout.LABELS_GROUP]
         name = lroot.attrs["ome"]["labels"][0]
-        return _as_dataarray(lroot[name], level, name=name)
+        labels = _as_dataarray(lroot[name], level, name=name)
+        labels.attrs["image-label"] = lroot[name].attrs["ome"].get("image-label", {})
+        return labels
 
 
 def _as_dataarray(group: zarr.Group, level: int, name: str) -> xr.DataArray:

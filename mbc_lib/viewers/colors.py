@@ -48,10 +48,27 @@ def classes_from_manifest(manifest: Any) -> dict[int, LabelClass]:
     return dict(sorted(out.items()))
 
 
-def resolve_classes(classes: Any = None) -> dict[int, LabelClass]:
-    """``classes`` as a class table: None gives the ct-covid colours; a manifest is read."""
+def classes_from_labels(labels: Any) -> dict[int, LabelClass] | None:
+    """The classes a stored label array carries (its NGFF ``image-label`` names and
+    colours, which the store writes from the dataset's manifest), or None."""
+    meta = getattr(labels, "attrs", {}).get("image-label") if labels is not None else None
+    if not isinstance(meta, Mapping):
+        return None
+    names = {int(p["label-value"]): str(p["name"]) for p in meta.get("properties", [])}
+    out: dict[int, LabelClass] = {}
+    for color in meta.get("colors", []):
+        value = int(color["label-value"])
+        if value != 0 and value in names:
+            r, g, b = (int(c) for c in color["rgba"][:3])
+            out[value] = LabelClass(value, names[value], (r, g, b))
+    return dict(sorted(out.items())) or None
+
+
+def resolve_classes(classes: Any = None, labels: Any = None) -> dict[int, LabelClass]:
+    """``classes`` as a class table: a manifest is read; None takes the classes the stored
+    ``labels`` carry, else the ct-covid colours."""
     if classes is None:
-        return dict(CT_COVID_CLASSES)
+        return classes_from_labels(labels) or dict(CT_COVID_CLASSES)
     if isinstance(classes, Mapping) and all(isinstance(v, LabelClass) for v in classes.values()):
         return {int(k): v for k, v in classes.items()}
     return classes_from_manifest(classes)
@@ -94,5 +111,6 @@ __all__ = [
     "label_rgba",
     "legend_handles",
     "legend_html",
+    "classes_from_labels",
     "resolve_classes",
 ]

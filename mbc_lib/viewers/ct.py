@@ -204,7 +204,7 @@ def render_ct_slice(
 ) -> Figure:
     """One axial slice (index ``z`` or nearest to ``z_mm``) with the label overlay and legend."""
     vol = as_volume(image, labels, spacing)
-    table = resolve_classes(classes)
+    table = resolve_classes(classes, labels)
     k = _resolve_z(vol, z, z_mm)
     fig = new_figure(figsize)
     ax = fig.add_subplot()
@@ -239,7 +239,7 @@ def render_ct_comparison(
     panel_size: float = 4.0,
 ) -> Figure:
     """Side by side: the plain CT slice, then one panel per mask (e.g. ground truth, prediction)."""
-    table = resolve_classes(classes)
+    table = resolve_classes(classes, next(iter(masks.values()), None))
     vols = {name: as_volume(image, mask, spacing) for name, mask in masks.items()}
     first = next(iter(vols.values())) if vols else as_volume(image, None, spacing)
     if z is None and z_mm is None and vols:
@@ -388,7 +388,13 @@ def ct_viewer(
     window_bounds(window)
     vol = as_volume(image, labels, spacing)
     return _CTWidget(
-        vol, _resolve_z(vol, z, None), window, overlay, opacity, resolve_classes(classes), figsize
+        vol,
+        _resolve_z(vol, z, None),
+        window,
+        overlay,
+        opacity,
+        resolve_classes(classes, labels),
+        figsize,
     ).box
 
 
