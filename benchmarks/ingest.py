@@ -25,7 +25,6 @@ import json
 import multiprocessing
 import platform
 import re
-import resource
 import shutil
 import statistics
 import subprocess
@@ -33,6 +32,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from process_stats import cpu_seconds, peak_rss_kb
 
 TOOLS = ("pydicom_rw", "dicognito", "deid", "ingest")
 #: The goals (issue 8): deid >= 2x dicognito, ingest >= 0.5x bare pydicom read+write.
@@ -44,25 +45,6 @@ RATIOS = {
 
 
 # -- one measurement, in its own process -------------------------------------------------------
-def _peak_rss_kb() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            own = int(line.split()[1])
-            break
-    else:  # not Linux: ru_maxrss is in KB on Linux, bytes on macOS
-        own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return max(own, child)
-
-
-def _cpu_seconds() -> float:
-    """User + system CPU time of this process and of its finished children (a pool's
-    workers): what the work cost, whatever else the machine was running meanwhile."""
-    own = resource.getrusage(resource.RUSAGE_SELF)
-    child = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + child.ru_utime + child.ru_stime
-
-
 def _pydicom_rw(pair: tuple[Path, Path]) -> None:
     import pydicom
 
@@ -109,7 +91,7 @@ def run_one(tool: str, src: Path, out: Path, processes: int) -> dict[str, float]
     from mbc_lib.ingest.pipeline import ingest
 
     key = DeidKey(b"benchmark-key-0123456789abcdef-0123456789")
-    start, cpu_start = time.perf_counter(), _cpu_seconds()
+    start, cpu_start = time.perf_counter(), cpu_seconds()
     if tool == "pydicom_rw":
         _per_file(_pydicom_rw, src, out, processes)
     elif tool == "dicognito":
@@ -122,8 +104,8 @@ def run_one(tool: str, src: Path, out: Path, processes: int) -> dict[str, float]
         pass
     else:
         raise SystemExit(f"unknown tool {tool}")
-    seconds, cpu = time.perf_counter() - start, _cpu_seconds() - cpu_start
-    return {"seconds": seconds, "cpu_seconds": cpu, "peak_rss_mb": _peak_rss_kb() / 1024}
+    seconds, cpu = time.perf_counter() - start, cpu_seconds() - cpu_start
+    return {"seconds": seconds, "cpu_seconds": cpu, "peak_rss_mb": peak_rss_kb() / 1024}
 
 
 def _measure_once(tool: str, src: Path, out: Path, processes: int) -> dict[str, float]:

@@ -20,6 +20,9 @@ DEID_OPTIONS = (
     "clean_descriptors",
 )
 LABEL_DTYPES = {"str": str, "int": int, "float": float}
+#: What a label table row names: an image by its path in the dataset folder, a patient, a
+#: NIfTI case (by its key or path), or an image by its file name (in any folder).
+LABEL_KEYS = ("path", "patient_id", "case", "image")
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 
 
@@ -141,6 +144,9 @@ class Manifest:
     label_key: str | None = None
     label_key_column: str | None = None  # the table's column that holds the key
     label_drop: tuple[str, ...] = ()  # table columns mbc deid removes (never let through)
+    #: the table's patient-id column (pseudonymised by mbc deid); None: the dataset has no
+    #: patient ids and each image or volume is its own patient
+    label_patient: str | None = "patient_id"
     label_columns: dict[str, LabelColumn] = field(default_factory=dict)
     segmentation: dict[str, Any] | None = None
     split: dict[str, float] = field(
@@ -183,6 +189,14 @@ class Manifest:
         return dict(self.raw)
 
 
+def image_key(name: str) -> str:
+    """The key a table gives an image by (``labels.key: image``): its file name without
+    folder and extension, so ``0/TRAIN000123.jpg``, ``TRAIN000123`` and ``TRAIN000123.JPG``
+    name the same image."""
+    base = name.strip().replace("\\", "/").rsplit("/", 1)[-1]
+    return base.rsplit(".", 1)[0] if "." in base else base
+
+
 def _fail(source: str, msg: str) -> MbcError:
     return MbcError(f"invalid dataset manifest {source}: {msg}")
 
@@ -203,8 +217,13 @@ def parse_manifest(data: dict[str, Any], source: str = "<manifest>") -> Manifest
     if labels is not None:
         if not isinstance(labels, dict) or "file" not in labels or "key" not in labels:
             raise _fail(source, "'labels' needs 'file', 'key' and 'columns'")
-        if labels["key"] not in ("path", "patient_id", "case"):
-            raise _fail(source, "labels.key must be 'path', 'patient_id' or 'case'")
+        if labels["key"] not in LABEL_KEYS:
+            raise _fail(source, f"labels.key must be one of {list(LABEL_KEYS)}")
+        patient = _patient_column(labels)
+        if patient is not None and not (isinstance(patient, str) and patient):
+            raise _fail(source, "labels.patient must be a column name or none")
+        if labels["key"] == "patient_id" and patient is None:
+            raise _fail(source, "labels.key patient_id needs a patient column")
         if labels["key"] == "case" and not (data.get("source") or {}).get("volumes"):
             raise _fail(source, "labels.key 'case' needs source.volumes (where the cases are)")
         for col, spec in (labels.get("columns") or {}).items():
@@ -252,6 +271,7 @@ def parse_manifest(data: dict[str, Any], source: str = "<manifest>") -> Manifest
         label_key=labels["key"] if labels else None,
         label_key_column=(labels.get("key_column") or labels["key"]) if labels else None,
         label_drop=tuple(str(c) for c in (labels.get("drop") or ())) if labels else (),
+        label_patient=_patient_column(labels) if labels else "patient_id",
         label_columns=columns,
         segmentation=seg,
         split={k: float(v) for k, v in split.items()},
@@ -259,6 +279,12 @@ def parse_manifest(data: dict[str, Any], source: str = "<manifest>") -> Manifest
         source=layout,
         raw=data,
     )
+
+
+def _patient_column(labels: dict[str, Any]) -> Any:
+    """``labels.patient``: a column (default ``patient_id``), or none (YAML null or 'none')."""
+    patient = labels.get("patient", "patient_id")
+    return None if patient is None or patient == "none" else patient
 
 
 def _source_layout(spec: Any, modality: str, source: str) -> SourceLayout | None:

@@ -310,7 +310,10 @@ def check_labels_csv(data: bytes, manifest: Manifest) -> list[str]:
         table = read_table(data)
     except TableError as exc:
         return [f"malformed label table: {exc}"]
-    allowed = {"path", "patient_id", *(c.table_column for c in manifest.label_columns.values())}
+    patient = manifest.label_patient
+    allowed = {"path", *(c.table_column for c in manifest.label_columns.values())}
+    if patient:
+        allowed.add(patient)
     if manifest.label_key_column:
         allowed.add(manifest.label_key_column)
     problems = [
@@ -319,9 +322,9 @@ def check_labels_csv(data: bytes, manifest: Manifest) -> list[str]:
         if c not in allowed and not c.endswith("_uid")
     ]
     for n, row in table.rows:
-        pid = row.get("patient_id")
+        pid = row.get(patient) if patient else None
         if pid is not None and not PSEUDONYM_RE.match(pid):
-            problems.append(f"line {n}: patient_id is not a pseudonym")
+            problems.append(f"line {n}: {patient} is not a pseudonym")
         for c in table.header:
             if c.endswith("_uid") and not DERIVED_UID_RE.match(row.get(c) or ""):
                 problems.append(f"line {n}: {c} is not a re-derived UID")

@@ -46,9 +46,11 @@ def dataset_of(root: Path, rel: str, manifests: dict[str, Manifest]) -> tuple[Ma
 
 
 def table_columns(manifest: Manifest) -> frozenset[str]:
-    """The columns a label table of this dataset may hold: ``patient_id``, ``path``, the key
+    """The columns a label table of this dataset may hold: the patient column, ``path``, the key
     column and the columns the label columns are read from (plus ``*_uid`` columns)."""
-    names = {"patient_id", "path", *(c.table_column for c in manifest.label_columns.values())}
+    names = {"path", *(c.table_column for c in manifest.label_columns.values())}
+    if manifest.label_patient:
+        names.add(manifest.label_patient)
     if manifest.label_key_column:
         names.add(manifest.label_key_column)
     return frozenset(names)
@@ -86,7 +88,7 @@ def deid_labels(data: bytes, manifest: Manifest, key: DeidKey) -> bytes:
 
 def _cell(name: str, cell: str, number: int, manifest: Manifest, key: DeidKey) -> str:
     value = cell.strip()
-    if name == "patient_id":
+    if name == manifest.label_patient:
         return key.pseudonym(value) if value else ""
     if name.endswith("_uid") and name not in manifest.label_columns:
         return map_uid(key, value)

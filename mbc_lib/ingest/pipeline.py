@@ -24,7 +24,7 @@ import numpy as np
 
 from .. import phi_gate
 from ..errors import MbcError, RefusedError, describe_error
-from ..manifests import Manifest, get_manifest
+from ..manifests import Manifest, get_manifest, image_key
 from ..progress import progress as progress_bar
 from ..sources import header
 from ..sources.dicom import MalformedDicom, read_dicom
@@ -45,7 +45,7 @@ from ..store.catalog import write_catalog
 from ..store.schema import label_stats
 from ..store.writer import CaseData, StoreWriter
 from . import convert
-from .nifti_cases import ingest_nifti_ct
+from .nifti_cases import case_patient, ingest_nifti_ct
 from .quarantine import Quarantine
 
 UNSUPPORTED = "unsupported file type"
@@ -543,8 +543,13 @@ def _label_rows(data: bytes, manifest: Manifest) -> dict[str, dict[str, Any]]:
                 values[name] = column.convert(row.get(column.table_column) or "")
             except ValueError as exc:
                 raise TableError(f"invalid label value at line {line}: {exc}") from None
-        values["__patient"] = (row.get("patient_id") or "").strip()
+        patient = manifest.label_patient
+        values["__patient"] = (row.get(patient) or "").strip() if patient else ""
         cell = row[key].strip()
+        if manifest.label_key == "image":
+            cell = image_key(cell)
+            if cell in rows:
+                raise TableError(f"line {line}: a second row for one image")
         if manifest.label_key == "case":
             assert manifest.source is not None
             case = manifest.source.case_in(cell)
@@ -583,9 +588,16 @@ def _ingest_fundus(run: _Run, dicoms: list[_Dicom], photos: list[SourceFile]) ->
         if run.labels.refused is not None:
             run.refuse(f, _table_refusal(run))
             continue
-        row = run.labels.rows.get(f.rel)
-        if row is None or not row.get("__patient"):
+        by_name = run.manifest.label_key == "image"
+        row = run.labels.rows.get(image_key(f.rel) if by_name else f.rel)
+        if row is None:
             run.refuse(f, "no row for this image in the label table")
+            continue
+        patient = row["__patient"]
+        if run.manifest.label_patient is None:  # no patient ids: each image its own patient
+            patient = case_patient(run.manifest.name, image_key(f.rel) if by_name else f.rel)
+        if not patient:
+            run.refuse(f, "no patient id for this image in the label table")
             continue
         try:
             image = convert.photo_rgb(f.read(), run.budget)
@@ -601,7 +613,7 @@ def _ingest_fundus(run: _Run, dicoms: list[_Dicom], photos: list[SourceFile]) ->
             unit=None,
             attrs={
                 "modality": "fundus",
-                "patient": row["__patient"],
+                "patient": patient,
                 "labels": {k: v for k, v in row.items() if not k.startswith("__")},
                 "photometric": "RGB",
             },
