@@ -130,6 +130,10 @@ def run_demo(workdir: Path, bind: str, spawner: str) -> int:
     """Build (or reuse) the sample store, start the hub in the foreground, print how to log in."""
     from .sample.store import build_sample_store
 
+    # Ctrl-C stops the demo even where it was started with SIGINT ignored (a background job
+    # of a non-interactive shell, some CI runners), which Python would otherwise inherit.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
     if spawner == "swarm":
         raise MbcError(
             "swarm mode runs the hub in its image on a swarm manager (docs/hub.md); "
