@@ -30,7 +30,7 @@ from .sources.dicom import MalformedDicom, read_dicom
 from .sources.limits import DEFAULT_MAX_PIXELS
 from .sources.tables import TableError, read_table
 from .sources.walk import UnreadableFile, read_file
-from .store.schema import CASE_ATTR_KEYS
+from .store.schema import ACQUISITION, CASE_ATTR_KEYS, acquisition_value_ok
 
 JPEG_SOI = b"\xff\xd8\xff"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -387,6 +387,7 @@ def check_case_attrs(attrs: dict[str, Any], manifest: Manifest) -> list[str]:
         value = attrs.get(key)
         if value is not None and not DERIVED_UID_RE.match(str(value)):
             problems.append(f"case {key} is not a re-derived UID")
+    problems += _acquisition_problems(attrs.get("acquisition"))
     labels = attrs.get("labels") or {}
     for name, value in labels.items():
         column = manifest.label_columns.get(name)
@@ -394,6 +395,22 @@ def check_case_attrs(attrs: dict[str, Any], manifest: Manifest) -> list[str]:
             problems.append(f"case label {name!r} not declared in the manifest")
         elif value is not None and (issue := column.check(value)):
             problems.append(issue)
+    return problems
+
+
+def _acquisition_problems(acquisition: Any) -> list[str]:
+    """Cohort fields hold only what their DICOM attribute may (see
+    :func:`mbc_lib.store.schema.acquisition_value_ok`)."""
+    if acquisition is None:
+        return []
+    if not isinstance(acquisition, dict):
+        return ["case acquisition is not a mapping"]
+    problems = [
+        f"unexpected acquisition field {k!r}" for k in sorted(set(acquisition) - set(ACQUISITION))
+    ]
+    for name, value in acquisition.items():
+        if name in ACQUISITION and value is not None and not acquisition_value_ok(name, value):
+            problems.append(f"case acquisition {name} is not a valid {ACQUISITION[name]}")
     return problems
 
 

@@ -10,15 +10,14 @@ file's voxels, in the store's axis order, with the file's geometry.
 from __future__ import annotations
 
 import hashlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..sources import nifti, nnunet
 from ..sources.walk import UnreadableFile
-from ..store.schema import label_stats
-from ..store.writer import CaseData
 from . import convert
+from .ct_case import ct_case
 
 if TYPE_CHECKING:
     from .pipeline import SourceFile, _Run
@@ -125,29 +124,17 @@ def _publish_case(run: _Run, case: str, f: SourceFile, mask_file: SourceFile | N
     files = [f] + ([mask_file] if mask is not None and mask_file is not None else [])
     row = run.labels.rows.get(case) if manifest.label_key == "case" else None
     patient = (row or {}).get("__patient") or case_patient(manifest.name, case)
-    attrs: dict[str, Any] = {
-        "modality": "CT",
-        "patient": patient,
-        "study_uid": None,
-        "series_uid": None,
-        "sop_class": None,
-        "labels": {k: (row or {}).get(k) for k in manifest.label_columns},
-        "value_units": "HU",
-    }
-    spacing = vol.spacing
-    if mask is not None:
-        attrs["label_stats"] = label_stats(mask, spacing, manifest)
-    data = CaseData(
-        case_id=convert.case_id("ct", f"nifti:{manifest.name}:{case}"),
-        kind="ct-volume",
+    data = ct_case(
+        manifest,
+        source_key=f"nifti:{manifest.name}:{case}",
         image=image,
-        dims=("z", "y", "x"),
-        spacing=spacing,
-        unit="millimeter",
-        attrs=attrs,
+        spacing=vol.spacing,
         origin=vol.origin,
         direction=vol.direction,
+        patient=patient,
+        row=row,
         labels=mask,
+        acquisition={"pixel_spacing": [float(v) for v in vol.spacing[1:]]},
     )
     outcome = run.publish(data, files)
     if row is not None:

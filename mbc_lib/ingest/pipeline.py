@@ -16,6 +16,7 @@ import os
 import re
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,9 +43,9 @@ from ..sources.walk import (
     walk_tree,
 )
 from ..store.catalog import write_catalog
-from ..store.schema import label_stats
 from ..store.writer import CaseData, StoreWriter
 from . import convert
+from .ct_case import ct_case
 from .nifti_cases import case_patient, ingest_nifti_ct
 from .quarantine import Quarantine
 
@@ -107,6 +108,7 @@ class _Dicom:
     patient: str
     slice: convert.Slice | None  # CT datasets only
     problem: str | None  # why the file cannot be a CT slice
+    acquisition: dict[str, Any]  # cohort fields (store.schema.ACQUISITION)
 
 
 @dataclass
@@ -365,6 +367,17 @@ def _gate(src: Path, manifest: Manifest, progress: bool, budget: int, from_deid:
     return gated
 
 
+#: What the gate checks each non-DICOM kind with, and the list of ``_Gated`` it joins.
+_CHECKS: dict[str, tuple[Callable[[bytes, Manifest, int], list[str]], str]] = {
+    "jpeg": (lambda data, m, b: phi_gate.check_jpeg(data), "photos"),
+    "png": (lambda data, m, b: phi_gate.check_png(data), "photos"),
+    "nifti": (lambda data, m, b: phi_gate.check_nifti(data, b), "niftis"),
+    "dataset-json": (lambda data, m, b: phi_gate.check_dataset_json(data), "class_files"),
+    "labels": (lambda data, m, b: phi_gate.check_labels_csv(data, m), "tables"),
+    "mask": (lambda data, m, b: phi_gate.check_mask_npz(data), "masks"),
+}
+
+
 def _gate_one(f: SourceFile, data: bytes, manifest: Manifest, gated: _Gated, budget: int) -> None:
     findings: list[str]
     if f.kind in ("dicom", "bare-dicom"):
@@ -376,26 +389,11 @@ def _gate_one(f: SourceFile, data: bytes, manifest: Manifest, gated: _Gated, bud
         findings = phi_gate.check_dicom_dataset(ds)
         if not findings:
             gated.dicoms.append(_dicom_record(f, ds, manifest, budget))
-    elif f.kind in ("jpeg", "png"):
-        findings = (phi_gate.check_jpeg if f.kind == "jpeg" else phi_gate.check_png)(data)
+    elif f.kind in _CHECKS:
+        check, joins = _CHECKS[f.kind]
+        findings = check(data, manifest, budget)
         if not findings:
-            gated.photos.append(f)
-    elif f.kind == "nifti":
-        findings = phi_gate.check_nifti(data, budget)
-        if not findings:
-            gated.niftis.append(f)
-    elif f.kind == "dataset-json":
-        findings = phi_gate.check_dataset_json(data)
-        if not findings:
-            gated.class_files.append(f)
-    elif f.kind == "labels":
-        findings = phi_gate.check_labels_csv(data, manifest)
-        if not findings:
-            gated.tables.append(f)
-    elif f.kind == "mask":
-        findings = phi_gate.check_mask_npz(data)
-        if not findings:
-            gated.masks.append(f)
+            getattr(gated, joins).append(f)
     elif f.kind == "report":
         gated.reports.append(f)
         return
@@ -426,6 +424,7 @@ def _dicom_record(f: SourceFile, ds: Any, manifest: Manifest, budget: int) -> _D
         patient=str(header.get(ds, "PatientID", "") or ""),
         slice=geometry,
         problem=problem,
+        acquisition=header.acquisition(ds),
     )
 
 
@@ -649,7 +648,8 @@ def _ingest_generic(run: _Run, dicoms: list[_Dicom], photos: list[SourceFile]) -
             dims=img.dims,
             spacing=img.spacing,
             unit=img.unit,
-            attrs=_dicom_attrs(ds) | {"value_units": img.value_units},
+            attrs=_dicom_attrs(ds)
+            | {"value_units": img.value_units, "acquisition": header.acquisition(ds)},
         )
         run.publish(case, [d.file])
 
@@ -761,28 +761,20 @@ def _ingest_ct(
             files = [*files, mask_index[frozenset(vol.sop_uids)].file]
         patient = members[0].patient
         row = run.labels.rows.get(patient)
-        attrs: dict[str, Any] = {
-            "modality": "CT",
-            "patient": patient,
-            "study_uid": members[0].study_uid or None,
-            "series_uid": uid,
-            "sop_class": convert.CT_IMAGE_STORAGE,
-            "labels": {k: (row or {}).get(k) for k in run.manifest.label_columns},
-            "value_units": "HU",
-        }
-        if mask is not None:
-            attrs["label_stats"] = label_stats(mask, vol.spacing, run.manifest)
-        case = CaseData(
-            case_id=convert.case_id("ct", uid),
-            kind="ct-volume",
+        case = ct_case(
+            run.manifest,
+            source_key=uid,
             image=vol.image,
-            dims=("z", "y", "x"),
             spacing=vol.spacing,
-            unit="millimeter",
-            attrs=attrs,
             origin=vol.origin,
             direction=vol.direction,
+            patient=patient,
+            row=row,
             labels=mask,
+            study_uid=members[0].study_uid,
+            series_uid=uid,
+            sop_class=convert.CT_IMAGE_STORAGE,
+            acquisition=members[0].acquisition,
         )
         outcome = run.publish(case, files)
         if row is not None:

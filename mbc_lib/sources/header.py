@@ -17,12 +17,14 @@ from typing import Any
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
 from pydicom.valuerep import IS, DSfloat
 
 _TEXT = frozenset({"AE", "AS", "CS", "DA", "DT", "LO", "SH", "TM", "UI"})
 _INTEGERS = {"US": "H", "SS": "h", "UL": "L", "SL": "l"}
 _ESC = b"\x1b"
 _MISSING = object()
+_MANY = (list, tuple, MultiValue)
 
 
 def _vr(raw: RawDataElement, tag: int) -> str | None:
@@ -79,4 +81,35 @@ def get(ds: Dataset, keyword: str, default: Any = None) -> Any:
     return ds.get(keyword, default)
 
 
-__all__ = ["get"]
+def acquisition(ds: Dataset) -> dict[str, Any]:
+    """The cohort fields of :data:`mbc_lib.store.schema.ACQUISITION` in ``ds``: strings
+    (multiple values joined with ``\\``), slice thickness in mm, pixel spacing as
+    [row, column] mm. A field that is absent, or whose value is not what the field may
+    hold (:func:`~mbc_lib.store.schema.acquisition_value_ok`), is None."""
+    from ..store.schema import ACQUISITION, acquisition_value_ok
+
+    out: dict[str, Any] = {}
+    for name, keyword in ACQUISITION.items():
+        try:
+            value = get(ds, keyword, None)
+        except Exception:  # noqa: BLE001 - an unreadable value is an absent one
+            value = None
+        values = list(value) if isinstance(value, _MANY) else [value]
+        if name == "slice_thickness":
+            value = _number(values[0])
+        elif name == "pixel_spacing":
+            value = [_number(v) for v in values]
+        else:
+            value = "\\".join(str(v).strip() for v in values if v is not None) or None
+        out[name] = value if value is not None and acquisition_value_ok(name, value) else None
+    return out
+
+
+def _number(value: Any) -> float | None:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+__all__ = ["acquisition", "get"]

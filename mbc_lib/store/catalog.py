@@ -14,7 +14,7 @@ from ..atomic import atomic_path
 from ..checkpoints import checkpoint
 from ..manifests import Manifest
 from . import layout
-from .schema import catalog_columns
+from .schema import ACQUISITION, catalog_columns
 
 SPLITS = ("train", "val", "test")
 
@@ -76,6 +76,10 @@ def catalog_row(attrs: dict[str, Any], manifest: Manifest) -> dict[str, Any]:
         "n_source_files": attrs.get("n_source_files"),
         "checksum": attrs.get("checksum"),
     }
+    acquisition = attrs.get("acquisition") if isinstance(attrs.get("acquisition"), dict) else {}
+    for name in ACQUISITION:
+        value = acquisition.get(name)
+        row[name] = _joined(value, "{:.4g}") if name == "pixel_spacing" and value else value
     row.update({name: labels.get(name) for name in manifest.label_columns})
     row.update({name: stats.get(name) for name in manifest.label_stat_names})
     return row

@@ -7,7 +7,10 @@ depend on the dataset (label columns, mask volumes) come from its manifest.
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -39,8 +42,51 @@ CASE_ATTRS: dict[str, str] = {
     "sop_class": "SOP Class UID of the source",
     "value_units": "HU for CT",
     "ingested_at": "UTC time of publication",
+    "acquisition": "cohort fields of the source header, by ACQUISITION name",
 }
 CASE_ATTR_KEYS = frozenset(CASE_ATTRS)
+
+#: Cohort fields a case keeps from its (de-identified) header, as catalog columns, and the
+#: DICOM attribute each is read from. Age and sex are present only where the dataset's
+#: de-identification profile retains patient characteristics, in the header's own form
+#: (age as DICOM AS: ``045Y``; sex M, F or O).
+ACQUISITION: dict[str, str] = {
+    "age": "PatientAge",
+    "sex": "PatientSex",
+    "manufacturer": "Manufacturer",
+    "model": "ManufacturerModelName",
+    "kernel": "ConvolutionKernel",
+    "slice_thickness": "SliceThickness",
+    "pixel_spacing": "PixelSpacing",
+}
+_AGE_RE = re.compile(r"^\d{3}[DWMY]$")  # DICOM AS: 045Y
+_SEXES = frozenset({"M", "F", "O"})
+_SHORT_TEXT_RE = re.compile(r"^[\x20-\x7e]{1,64}$")  # printable ASCII, as an LO holds
+
+
+def acquisition_value_ok(name: str, value: Any) -> bool:
+    """Whether ``value`` is what acquisition field ``name`` may hold: an age in DICOM AS
+    form, a sex M/F/O, equipment strings of printable ASCII (at most 64 characters), slice
+    thickness a positive finite mm, pixel spacing two of them."""
+    if name == "age":
+        return isinstance(value, str) and bool(_AGE_RE.match(value))
+    if name == "sex":
+        return value in _SEXES
+    if name == "slice_thickness":
+        return _positive_mm(value)
+    if name == "pixel_spacing":
+        return isinstance(value, list) and len(value) == 2 and all(map(_positive_mm, value))
+    return name in ACQUISITION and isinstance(value, str) and bool(_SHORT_TEXT_RE.match(value))
+
+
+def _positive_mm(value: Any) -> bool:
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and value > 0
+    )
+
 
 #: Catalog columns every dataset has, in order.
 BASE_COLUMNS: tuple[str, ...] = (
@@ -60,8 +106,9 @@ BASE_COLUMNS: tuple[str, ...] = (
 
 
 def catalog_columns(manifest: Manifest) -> tuple[str, ...]:
-    """The catalog's columns for ``manifest``: base, label-table and mask-volume columns."""
-    return (*BASE_COLUMNS, *manifest.label_columns, *manifest.label_stat_names)
+    """The catalog's columns for ``manifest``: base, acquisition, label-table and mask-volume
+    columns."""
+    return (*BASE_COLUMNS, *ACQUISITION, *manifest.label_columns, *manifest.label_stat_names)
 
 
 def label_stats(mask: np.ndarray, spacing: Sequence[float], manifest: Manifest) -> dict[str, float]:
@@ -83,4 +130,12 @@ def label_stats(mask: np.ndarray, spacing: Sequence[float], manifest: Manifest) 
     return stats
 
 
-__all__ = ["BASE_COLUMNS", "CASE_ATTRS", "CASE_ATTR_KEYS", "catalog_columns", "label_stats"]
+__all__ = [
+    "ACQUISITION",
+    "BASE_COLUMNS",
+    "CASE_ATTRS",
+    "CASE_ATTR_KEYS",
+    "acquisition_value_ok",
+    "catalog_columns",
+    "label_stats",
+]
