@@ -26,14 +26,12 @@ import multiprocessing
 import platform
 import re
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from process_stats import cpu_seconds, peak_rss_kb
+from process_stats import measured, ratio, rounds, run_child
 
 TOOLS = ("pydicom_rw", "dicognito", "deid", "ingest")
 #: The goals (issue 8): deid >= 2x dicognito, ingest >= 0.5x bare pydicom read+write.
@@ -91,48 +89,18 @@ def run_one(tool: str, src: Path, out: Path, processes: int) -> dict[str, float]
     from mbc_lib.ingest.pipeline import ingest
 
     key = DeidKey(b"benchmark-key-0123456789abcdef-0123456789")
-    start, cpu_start = time.perf_counter(), cpu_seconds()
-    if tool == "pydicom_rw":
-        _per_file(_pydicom_rw, src, out, processes)
-    elif tool == "dicognito":
-        _per_file(_dicognito, src, out, processes)
-    elif tool == "deid":
-        deid_tree(src, out, key, progress=False, workers=processes)
-    elif tool == "ingest":
-        ingest(src, out / "store", "ct-covid", quarantine=out / "q", progress=False)
-    elif tool == "none":  # start-up and imports only: what --instructions subtracts
-        pass
-    else:
+    work = {
+        "pydicom_rw": lambda: _per_file(_pydicom_rw, src, out, processes),
+        "dicognito": lambda: _per_file(_dicognito, src, out, processes),
+        "deid": lambda: deid_tree(src, out, key, progress=False, workers=processes),
+        "ingest": lambda: ingest(
+            src, out / "store", "ct-covid", quarantine=out / "q", progress=False
+        ),
+        "none": lambda: None,  # start-up and imports only: what --instructions subtracts
+    }
+    if tool not in work:
         raise SystemExit(f"unknown tool {tool}")
-    seconds, cpu = time.perf_counter() - start, cpu_seconds() - cpu_start
-    return {"seconds": seconds, "cpu_seconds": cpu, "peak_rss_mb": peak_rss_kb() / 1024}
-
-
-def _measure_once(tool: str, src: Path, out: Path, processes: int) -> dict[str, float]:
-    """One run of ``tool`` in a fresh process."""
-    proc = subprocess.run(
-        [sys.executable, __file__, "--one", tool, str(src), str(out), str(processes)],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    shutil.rmtree(out, ignore_errors=True)
-    return json.loads(proc.stdout.splitlines()[-1])
-
-
-def _measure(
-    trees: dict[str, Path], work: Path, processes: int, repeat: int
-) -> list[dict[str, dict[str, float]]]:
-    """``repeat`` rounds; each runs every tool once, one after the other, so that the
-    tools of one round share the machine's state (its speed drifts by up to 2x over
-    minutes on a shared host) and a ratio within a round compares like with like."""
-    return [
-        {
-            tool: _measure_once(tool, tree, work / f"{tool}-{i}", processes)
-            for tool, tree in trees.items()
-        }
-        for i in range(repeat)
-    ]
+    return measured(work[tool])
 
 
 def _instructions(tool: str, src: Path, out: Path) -> int:
@@ -193,11 +161,19 @@ def compare(files: int, ct_size: int, processes: int, repeat: int) -> dict[str, 
         src, deid_out, n = _inputs(work, files, ct_size)
         n_ingest = sum(1 for p in deid_out.rglob("*") if p.is_file())
         trees = {t: deid_out if t == "ingest" else src for t in TOOLS}
-        rounds = _measure(trees, work, processes, repeat)
+        runs = rounds(
+            TOOLS,
+            repeat,
+            lambda t, i: run_child(
+                __file__,
+                [t, str(trees[t]), str(work / f"{t}-{i}"), str(processes)],
+                work / f"{t}-{i}",
+            ),
+        )
     files = {t: n_ingest if t == "ingest" else n for t in TOOLS}
 
     def rates(key: str) -> list[dict[str, float]]:
-        return [{t: files[t] / r[t][key] for t in TOOLS} for r in rounds]
+        return [{t: files[t] / r[t][key] for t in TOOLS} for r in runs]
 
     wall, cpu = rates("seconds"), rates("cpu_seconds")
     result: dict[str, object] = {
@@ -206,12 +182,11 @@ def compare(files: int, ct_size: int, processes: int, repeat: int) -> dict[str, 
         "rounds": repeat,
         **{f"{t}_files_per_s": round(max(r[t] for r in wall), 1) for t in TOOLS},
         **{f"{t}_files_per_cpu_s": round(max(r[t] for r in cpu), 1) for t in TOOLS},
-        **{f"{t}_peak_rss_mb": round(max(r[t]["peak_rss_mb"] for r in rounds), 1) for t in TOOLS},
+        **{f"{t}_peak_rss_mb": round(max(r[t]["peak_rss_mb"] for r in runs), 1) for t in TOOLS},
     }
     for name, (a, b) in RATIOS.items():
-        result[name] = round(statistics.median(r[a] / r[b] for r in wall), 2)
-        result[f"{name}_cpu"] = round(statistics.median(r[a] / r[b] for r in cpu), 2)
-        result[f"{name}_range"] = [round(f(r[a] / r[b] for r in wall), 2) for f in (min, max)]
+        result[name], result[f"{name}_range"] = ratio(wall, a, b)
+        result[f"{name}_cpu"] = ratio(cpu, a, b)[0]
     return result
 
 

@@ -20,15 +20,10 @@ import argparse
 import gzip
 import json
 import platform
-import shutil
-import statistics
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
-from process_stats import cpu_seconds, peak_rss_kb
+from process_stats import measured, ratio, rounds, run_child
 
 TOOLS = ("monai_load", "ingest")
 
@@ -67,27 +62,12 @@ def run_one(tool: str, src: Path, out: Path) -> dict[str, float]:
         load = LoadImage(image_only=True, reader="NibabelReader")
     else:
         from mbc_lib.ingest.pipeline import ingest
-    start, cpu_start = time.perf_counter(), cpu_seconds()
     if tool == "monai_load":
-        for f in files:
-            load(str(f))
-    elif tool == "ingest":
-        ingest(src, out / "store", "covid19-20", quarantine=out / "q", progress=False)
-    else:
-        raise SystemExit(f"unknown tool {tool}")
-    seconds, cpu = time.perf_counter() - start, cpu_seconds() - cpu_start
-    return {"seconds": seconds, "cpu_seconds": cpu, "peak_rss_mb": peak_rss_kb() / 1024}
-
-
-def _measure_once(tool: str, src: Path, out: Path) -> dict[str, float]:
-    proc = subprocess.run(
-        [sys.executable, __file__, "--one", tool, str(src), str(out)],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    shutil.rmtree(out, ignore_errors=True)
-    return json.loads(proc.stdout.splitlines()[-1])
+        return measured(lambda: [load(str(f)) for f in files])
+    if tool == "ingest":
+        store, q = out / "store", out / "q"
+        return measured(lambda: ingest(src, store, "covid19-20", quarantine=q, progress=False))
+    raise SystemExit(f"unknown tool {tool}")
 
 
 def main() -> None:
@@ -106,11 +86,16 @@ def main() -> None:
         src.mkdir()
         n = _write_inputs(src, args.volumes, tuple(args.size))
         megabytes = sum(f.stat().st_size for f in src.iterdir()) / 2**20
-        rounds = [
-            {t: _measure_once(t, src, Path(tmp) / f"{t}-{i}") for t in TOOLS}
-            for i in range(args.repeat)
-        ]
-    rates = [{t: n / r[t]["seconds"] for t in TOOLS} for r in rounds]
+        out = Path(tmp)
+        runs = rounds(
+            TOOLS,
+            args.repeat,
+            lambda t, i: run_child(
+                __file__, [t, str(src), str(out / f"{t}-{i}")], out / f"{t}-{i}"
+            ),
+        )
+    rates = [{t: n / r[t]["seconds"] for t in TOOLS} for r in runs]
+    median, spread = ratio(rates, "ingest", "monai_load")
     result = {
         "benchmark": "nifti",
         "machine": platform.machine(),
@@ -121,13 +106,9 @@ def main() -> None:
         "input_mb": round(megabytes, 1),
         "rounds": args.repeat,
         **{f"{t}_files_per_s": round(max(r[t] for r in rates), 2) for t in TOOLS},
-        **{f"{t}_peak_rss_mb": round(max(r[t]["peak_rss_mb"] for r in rounds), 1) for t in TOOLS},
-        "ingest_vs_monai_load": round(
-            statistics.median(r["ingest"] / r["monai_load"] for r in rates), 2
-        ),
-        "ingest_vs_monai_load_range": [
-            round(f(r["ingest"] / r["monai_load"] for r in rates), 2) for f in (min, max)
-        ],
+        **{f"{t}_peak_rss_mb": round(max(r[t]["peak_rss_mb"] for r in runs), 1) for t in TOOLS},
+        "ingest_vs_monai_load": median,
+        "ingest_vs_monai_load_range": spread,
     }
     for k, v in result.items():
         print(f"   {k:28s} {v}")

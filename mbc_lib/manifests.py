@@ -6,6 +6,7 @@ import math
 import os
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,8 @@ LABEL_DTYPES = {"str": str, "int": int, "float": float}
 #: What a label table row names: an image by its path in the dataset folder, a patient, a
 #: NIfTI case (by its key or path), or an image by its file name (in any folder).
 LABEL_KEYS = ("path", "patient_id", "case", "image")
+#: Where labels come from: a table in the dataset folder, or the names of an image's folders.
+LABEL_SOURCES = ("table", "folder")
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 
 
@@ -63,6 +66,15 @@ class LabelColumn:
             raise ValueError(problem)
         return LABEL_DTYPES[self.dtype](raw)
 
+    def from_folders(self, folders: list[str]) -> Any:
+        """The value the innermost folder that ``map`` names gives (``labels.from: folder``);
+        None when no folder of the path is named in the mapping."""
+        assert self.mapping is not None
+        for name in reversed(folders):
+            if name in self.mapping:
+                return LABEL_DTYPES[self.dtype](self.mapping[name])
+        return None
+
     def check(self, value: Any) -> str | None:
         """Return a problem description, or None if ``value`` fits this column."""
         try:
@@ -80,9 +92,11 @@ class LabelColumn:
         return None
 
 
+@lru_cache(maxsize=64)
 def _pattern_regex(pattern: str) -> re.Pattern[str]:
     """A layout pattern as a regular expression over paths inside the dataset folder:
-    ``**/`` any folders, ``*`` any characters but ``/``, ``{case}`` the case key."""
+    ``**/`` any folders, ``*`` any characters but ``/``, ``{case}`` the case key (compiled
+    once per pattern: ingest asks it for every file of the input)."""
     if pattern.count("{case}") != 1:
         raise ValueError("must hold {case} exactly once")
     out = ""
@@ -154,6 +168,9 @@ class Manifest:
     )
     deid_options: tuple[str, ...] = DEID_OPTIONS
     source: SourceLayout | None = None  # NIfTI datasets: where volumes and masks lie
+    label_from: str = "table"  # "folder": labels from folder names (see LABEL_SOURCES)
+    #: fundus datasets: the path pattern of mask images (``{case}`` = the photograph's stem)
+    photo_masks: str | None = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -184,6 +201,31 @@ class Manifest:
         names = [f"{name}_ml" for name in self.volumes]
         return (*names, "involvement_pct") if self.involvement else tuple(names)
 
+    @property
+    def mask_values(self) -> dict[int, int] | None:
+        """``segmentation.map``: the values a mask file holds -> the manifest's classes."""
+        mapping = (self.segmentation or {}).get("map")
+        return {int(k): int(v) for k, v in mapping.items()} if mapping else None
+
+    def photo_mask_case(self, rel: str) -> str | None:
+        """The photograph stem a fundus mask's path names, or None if it is not a mask's."""
+        if self.photo_masks is None:
+            return None
+        match = _pattern_regex(self.photo_masks).fullmatch(rel)
+        return match["case"] if match else None
+
+    def folder_labels(self, rel: str) -> dict[str, Any] | str:
+        """The label values an image's folder names give (``labels.from: folder``), or a
+        problem naming the first column that no folder of ``rel`` names."""
+        folders = rel.split("/")[:-1]
+        values: dict[str, Any] = {}
+        for name, column in self.label_columns.items():
+            value = column.from_folders(folders)
+            if value is None:
+                return f"no folder of this image's path names its {name!r} label"
+            values[name] = value
+        return values
+
     def to_dict(self) -> dict[str, Any]:
         """The manifest as plain JSON-able data (stored in the dataset's group attributes)."""
         return dict(self.raw)
@@ -212,51 +254,25 @@ def parse_manifest(data: dict[str, Any], source: str = "<manifest>") -> Manifest
         raise _fail(source, f"name {data['name']!r} must be lower-case letters, digits and '-'")
     if data["modality"] not in MODALITIES:
         raise _fail(source, f"modality must be one of {list(MODALITIES)}")
-    columns: dict[str, LabelColumn] = {}
     labels = data.get("labels")
-    if labels is not None:
-        if not isinstance(labels, dict) or "file" not in labels or "key" not in labels:
-            raise _fail(source, "'labels' needs 'file', 'key' and 'columns'")
-        if labels["key"] not in LABEL_KEYS:
-            raise _fail(source, f"labels.key must be one of {list(LABEL_KEYS)}")
-        patient = _patient_column(labels)
-        if patient is not None and not (isinstance(patient, str) and patient):
-            raise _fail(source, "labels.patient must be a column name or none")
-        if labels["key"] == "patient_id" and patient is None:
-            raise _fail(source, "labels.key patient_id needs a patient column")
-        if labels["key"] == "case" and not (data.get("source") or {}).get("volumes"):
-            raise _fail(source, "labels.key 'case' needs source.volumes (where the cases are)")
-        for col, spec in (labels.get("columns") or {}).items():
-            if not isinstance(spec, dict) or spec.get("dtype") not in LABEL_DTYPES:
-                raise _fail(source, f"label column {col!r} needs dtype one of {list(LABEL_DTYPES)}")
-            values = spec.get("values")
-            mapping = spec.get("map")
-            if mapping is not None and not isinstance(mapping, dict):
-                raise _fail(source, f"label column {col!r}: 'map' must map table values to values")
-            columns[col] = LabelColumn(
-                name=col,
-                dtype=spec["dtype"],
-                values=tuple(values) if values is not None else None,
-                min=spec.get("min"),
-                max=spec.get("max"),
-                description=spec.get("description", ""),
-                source=spec.get("from"),
-                mapping={str(k): v for k, v in mapping.items()} if mapping else None,
-            )
-            if mapping:
-                bad = [v for v in mapping.values() if columns[col].check(v) is not None]
-                if bad:
-                    raise _fail(source, f"label column {col!r}: 'map' gives invalid values {bad}")
+    label_from = _label_source(labels, source)
+    columns = _label_columns(labels, source, label_from) if labels is not None else {}
+    if labels is not None and label_from == "table":
+        _check_table_labels(labels, data, source)
     seg = data.get("segmentation")
     if seg is not None:
         classes = seg.get("classes") if isinstance(seg, dict) else None
         if not isinstance(classes, dict) or 0 not in {int(k) for k in classes}:
             raise _fail(source, "segmentation.classes must map integers (0 = background) to names")
         _check_volumes(seg, {int(k) for k in classes}, source)
+        _check_mask_map(seg, {int(k) for k in classes}, source)
     split = data.get("split") or {"train": 0.7, "val": 0.15, "test": 0.15}
     if set(split) != {"train", "val", "test"} or abs(sum(split.values()) - 1.0) > 1e-6:
         raise _fail(source, "split must give train, val and test fractions summing to 1")
-    layout = _source_layout(data.get("source"), data["modality"], source)
+    if data["modality"] == "fundus":
+        layout, photo_masks = None, _photo_masks(data.get("source"), seg, source)
+    else:
+        layout, photo_masks = _source_layout(data.get("source"), data["modality"], source), None
     options = tuple((data.get("deid") or {}).get("options", DEID_OPTIONS))
     unknown = set(options) - set(DEID_OPTIONS)
     if unknown:
@@ -267,9 +283,9 @@ def parse_manifest(data: dict[str, Any], source: str = "<manifest>") -> Manifest
         modality=data["modality"],
         group=data["group"],
         description=str(data.get("description", "")).strip(),
-        label_file=labels["file"] if labels else None,
-        label_key=labels["key"] if labels else None,
-        label_key_column=(labels.get("key_column") or labels["key"]) if labels else None,
+        label_file=labels.get("file") if labels else None,
+        label_key=labels.get("key") if labels else None,
+        label_key_column=(labels.get("key_column") or labels.get("key")) if labels else None,
         label_drop=tuple(str(c) for c in (labels.get("drop") or ())) if labels else (),
         label_patient=_patient_column(labels) if labels else "patient_id",
         label_columns=columns,
@@ -277,8 +293,102 @@ def parse_manifest(data: dict[str, Any], source: str = "<manifest>") -> Manifest
         split={k: float(v) for k, v in split.items()},
         deid_options=options,
         source=layout,
+        label_from=label_from,
+        photo_masks=photo_masks,
         raw=data,
     )
+
+
+def _label_source(labels: Any, source: str) -> str:
+    """``labels.from``: table (the default) or folder."""
+    if labels is None:
+        return "table"
+    if not isinstance(labels, dict):
+        raise _fail(source, "'labels' must be a mapping")
+    label_from = labels.get("from", "table")
+    if label_from not in LABEL_SOURCES:
+        raise _fail(source, f"labels.from must be one of {list(LABEL_SOURCES)}")
+    if label_from == "folder":
+        extra = sorted(set(labels) & {"file", "key", "key_column", "drop"})
+        if extra:
+            raise _fail(source, f"labels.from folder takes no table keys {extra}")
+        if _patient_column(labels) is not None:
+            raise _fail(source, "labels.from folder needs labels.patient: none (no table ids)")
+        if not labels.get("columns"):
+            raise _fail(source, "labels.from folder needs columns, each with a folder 'map'")
+    return str(label_from)
+
+
+def _check_table_labels(labels: dict[str, Any], data: dict[str, Any], source: str) -> None:
+    """The keys of a label table section (``labels.from: table``)."""
+    if "file" not in labels or "key" not in labels:
+        raise _fail(source, "'labels' needs 'file', 'key' and 'columns'")
+    if labels["key"] not in LABEL_KEYS:
+        raise _fail(source, f"labels.key must be one of {list(LABEL_KEYS)}")
+    patient = _patient_column(labels)
+    if patient is not None and not (isinstance(patient, str) and patient):
+        raise _fail(source, "labels.patient must be a column name or none")
+    if labels["key"] == "patient_id" and patient is None:
+        raise _fail(source, "labels.key patient_id needs a patient column")
+    if labels["key"] == "case" and not (data.get("source") or {}).get("volumes"):
+        raise _fail(source, "labels.key 'case' needs source.volumes (where the cases are)")
+
+
+def _label_columns(labels: dict[str, Any], source: str, label_from: str) -> dict[str, LabelColumn]:
+    columns: dict[str, LabelColumn] = {}
+    for col, spec in (labels.get("columns") or {}).items():
+        if not isinstance(spec, dict) or spec.get("dtype") not in LABEL_DTYPES:
+            raise _fail(source, f"label column {col!r} needs dtype one of {list(LABEL_DTYPES)}")
+        values = spec.get("values")
+        mapping = spec.get("map")
+        if mapping is not None and not isinstance(mapping, dict):
+            raise _fail(source, f"label column {col!r}: 'map' must map table values to values")
+        if label_from == "folder" and (not mapping or "from" in spec):
+            raise _fail(source, f"label column {col!r}: 'map' folder names to values, no 'from'")
+        columns[col] = LabelColumn(
+            name=col,
+            dtype=spec["dtype"],
+            values=tuple(values) if values is not None else None,
+            min=spec.get("min"),
+            max=spec.get("max"),
+            description=spec.get("description", ""),
+            source=spec.get("from"),
+            mapping={str(k): v for k, v in mapping.items()} if mapping else None,
+        )
+        if mapping:
+            bad = [v for v in mapping.values() if columns[col].check(v) is not None]
+            if bad:
+                raise _fail(source, f"label column {col!r}: 'map' gives invalid values {bad}")
+    return columns
+
+
+def _check_mask_map(seg: dict[str, Any], classes: set[int], source: str) -> None:
+    """``segmentation.map``: mask file values (0-255) to the manifest's classes."""
+    mapping = seg.get("map")
+    if mapping is None:
+        return
+    try:
+        pairs = {int(k): int(v) for k, v in mapping.items()}
+    except (AttributeError, TypeError, ValueError):
+        pairs = {-1: -1}
+    if not pairs or not all(0 <= k <= 255 and v in classes for k, v in pairs.items()):
+        raise _fail(source, "segmentation.map must map mask values 0-255 to the manifest's classes")
+
+
+def _photo_masks(spec: Any, seg: dict[str, Any] | None, source: str) -> str | None:
+    """A fundus dataset's ``source``: only ``masks``, a path pattern with ``{case}`` (the
+    photograph's file name without extension); masks need segmentation classes."""
+    if spec is None:
+        return None
+    if not isinstance(spec, dict) or set(spec) != {"masks"} or not isinstance(spec["masks"], str):
+        raise _fail(source, "a fundus dataset's source takes only 'masks': a path pattern")
+    try:
+        _pattern_regex(spec["masks"])
+    except ValueError as exc:
+        raise _fail(source, f"source.masks {spec['masks']!r} {exc}") from None
+    if not seg:
+        raise _fail(source, "source.masks needs segmentation classes")
+    return str(spec["masks"])
 
 
 def _patient_column(labels: dict[str, Any]) -> Any:
@@ -333,6 +443,12 @@ def describe_manifest(manifest: Manifest) -> str:
         lines.append(f"  volumes: {manifest.source.volumes}")
         if manifest.source.masks:
             lines.append(f"  masks:   {manifest.source.masks}")
+    if manifest.photo_masks:
+        lines.append(f"  masks:   {manifest.photo_masks} (paired with photographs by name)")
+    if manifest.label_from == "folder":
+        lines.append("  labels: from folder names")
+        for column in manifest.label_columns.values():
+            lines.append(f"    {column.name} ({column.dtype}) mapped {column.mapping}")
     if manifest.label_file:
         key = manifest.label_key_column
         how = f"rows name their {manifest.label_key} in column {key!r}"

@@ -26,6 +26,7 @@ from .deid.keys import DERIVED_UID_RE, PSEUDONYM_RE
 from .errors import describe_error
 from .manifests import Manifest
 from .sources import header, nifti, nnunet
+from .sources.bmp import MalformedBmp, OverBudget, parse_bmp
 from .sources.dicom import MalformedDicom, read_dicom
 from .sources.limits import DEFAULT_MAX_PIXELS
 from .sources.tables import TableError, read_table
@@ -301,6 +302,23 @@ def check_png(data: bytes) -> list[str]:
     return _unique(
         f"PNG {t.decode('latin-1')} chunk present" for t in types if t not in PNG_ALLOWED_CHUNKS
     )
+
+
+def check_bmp(data: bytes, budget: int = DEFAULT_MAX_PIXELS) -> list[str]:
+    """A BMP is plain: a sane header, nothing after its declared end, within the pixel
+    budget, and no colour profile (embedded ones can name a device, linked ones a path)."""
+    try:
+        bmp = parse_bmp(data, budget, trailing_ok=True)
+    except MalformedBmp as exc:
+        return [f"malformed BMP: {exc}"]
+    except OverBudget as exc:
+        return [f"too large: {exc}"]
+    problems = []
+    if bmp.file_size < len(data):
+        problems.append(f"BMP holds {len(data) - bmp.file_size} bytes after its declared end")
+    if bmp.profile:
+        problems.append(f"BMP {bmp.profile} colour profile present")
+    return problems
 
 
 # -- label tables and masks ----------------------------------------------------------------

@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from mbc_lib.deid.keys import DeidKey, generate_key_file
 
@@ -55,3 +57,17 @@ def run_mbc(*args: str, check: bool = False, **kwargs) -> subprocess.CompletedPr
     if check and proc.returncode != 0:
         raise AssertionError(f"mbc {' '.join(args)} failed:\n{proc.stderr}")
     return proc
+
+
+def dicom_instance(sop_class: str, study: str, series: str, frame: str) -> Dataset:
+    """A new instance of ``sop_class`` in a series (explicit VR little endian, file meta
+    set), for the test to fill with the attributes it is about."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = sop_class
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = sop_class, meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study, series, frame
+    return ds

@@ -22,6 +22,7 @@ from mbc_lib.deid.dicom import (
 )
 from mbc_lib.deid.keys import PSEUDONYM_RE, DeidKey
 from mbc_lib.deid.profile import get_profile, resolve_combined
+from mbc_lib.phi_gate import check_dicom_dataset
 
 KEY = DeidKey(bytes(range(32)))
 OTHER_KEY = DeidKey(bytes(range(1, 33)))
@@ -417,3 +418,22 @@ def test_written_bytes_are_pydicoms_for_every_real_file(tmp_path):
     assert compared > 150
     assert {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2"} <= syntaxes
     assert "1.2.840.10008.1.2.1.99" in syntaxes  # deflated
+
+
+def test_rtstruct_roi_names_keep_only_the_manifests_class_names():
+    """ROI Name is emptied (Table E.1-1: Z) unless it is exactly a class name of the
+    dataset, which comes back spelled as the manifest spells it."""
+    ds = pydicom.dcmread(get_testdata_file("rtstruct.dcm"), force=True)
+    typed = ["CONSOLIDATION ", "GGO Dr Nowak", "Ground-Glass Opacity"]
+    for item, name in zip(ds.StructureSetROISequence, typed, strict=True):
+        item.ROIName = name
+    classes = ("background", "normal lung", "ground-glass opacity", "consolidation")
+    plain = pydicom.dcmread(get_testdata_file("rtstruct.dcm"), force=True)
+    for item, name in zip(plain.StructureSetROISequence, typed, strict=True):
+        item.ROIName = name
+    deidentify_dataset(ds, KEY, roi_classes=classes)
+    deidentify_dataset(plain, KEY)
+    names = [str(r.get("ROIName", "")) for r in ds.StructureSetROISequence]
+    assert names == ["consolidation", "", "ground-glass opacity"]
+    assert [str(r.get("ROIName", "")) for r in plain.StructureSetROISequence] == ["", "", ""]
+    assert check_dicom_dataset(ds) == []

@@ -17,12 +17,13 @@ import highdicom as hd
 import numpy as np
 import pydicom
 import pytest
+from conftest import dicom_instance
 from pydicom.data import get_testdata_file, get_testdata_files
 from pydicom.datadict import DicomDictionary
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.sr.codedict import codes
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import generate_uid
 from rt_utils import RTStructBuilder
 
 from mbc_lib.deid.keys import DeidKey
@@ -119,14 +120,7 @@ def _rtstruct(dst: Path, series: Path, work: Path) -> None:
 
 
 def _pet_slice(index: int, study: str, series: str, frame: str) -> Dataset:
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = PET_STORAGE
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = PET_STORAGE, meta.MediaStorageSOPInstanceUID
-    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study, series, frame
+    ds = dicom_instance(PET_STORAGE, study, series, frame)
     ds.Modality, ds.SeriesNumber, ds.InstanceNumber = "PT", 3, index + 1
     ds.PatientName, ds.PatientID, ds.PatientBirthDate = "Smith^John", "PET-4711", "19610412"
     ds.PatientSex, ds.PatientAge, ds.PatientWeight, ds.PatientSize = "M", "059Y", 81.5, 1.82

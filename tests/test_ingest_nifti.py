@@ -65,6 +65,12 @@ def _case(path: Path, seed: int, mask_path: Path | None, affine=None) -> tuple[i
 @pytest.fixture
 def covid19_20(tmp_path) -> tuple[Path, dict[str, tuple[int, int, int]]]:
     root = tmp_path / "COVID-19-20_v2"
+    return root, make_covid19_20(root)
+
+
+def make_covid19_20(root: Path) -> dict[str, tuple[int, int, int]]:
+    """COVID-19-20 as downloaded: two training cases with masks, one validation volume;
+    each training case's lesion centre (voxel index) by case key."""
     centers = {}
     for n, case in enumerate(("A-0003", "A-0011")):
         stem = f"volume-covid19-{case}"
@@ -72,7 +78,7 @@ def covid19_20(tmp_path) -> tuple[Path, dict[str, tuple[int, int, int]]]:
             root / "Train" / f"{stem}_ct.nii.gz", n, root / "Train" / f"{stem}_seg.nii.gz"
         )
     _case(root / "Validation" / "volume-covid19-A-0100_ct.nii.gz", 9, None)
-    return root, centers
+    return centers
 
 
 def _ingest(src: Path, store: Path, dataset: str, key_file: Path, *extra: str):
@@ -156,8 +162,8 @@ def test_a_mask_off_its_volumes_grid_is_quarantined_and_the_volume_published(tmp
     assert s.labels_array("covid19-20", case_id) is None
 
 
-def test_mosmeddata_registry_gives_severity_and_diagnosis(tmp_path, key_file):
-    root = tmp_path / "COVID19_1110"
+def make_mosmeddata(root: Path) -> None:
+    """MosMedData as downloaded: studies/CT-n/, masks/ for CT-1, dataset_registry.csv."""
     rows = []
     for n, (category, study) in enumerate([("CT-0", "0001"), ("CT-1", "0255"), ("CT-3", "1002")]):
         volume = root / "studies" / category / f"study_{study}.nii.gz"
@@ -170,6 +176,11 @@ def test_mosmeddata_registry_gives_severity_and_diagnosis(tmp_path, key_file):
         writer = csv.writer(fh)
         writer.writerow(["study_id", "category", "study_file", "mask_file"])
         writer.writerows(rows)
+
+
+def test_mosmeddata_registry_gives_severity_and_diagnosis(tmp_path, key_file):
+    root = tmp_path / "COVID19_1110"
+    make_mosmeddata(root)
     store = tmp_path / "store"
     proc = _ingest(root, store, "mosmeddata", key_file)
     assert proc.returncode == 0, proc.stderr
@@ -215,7 +226,8 @@ def test_nifti_cases_feed_the_patch_loader_and_the_viewer(covid19_20, tmp_path, 
     assert legend == ["lesion"]
 
 
-def _nnunet(root: Path, labels: dict) -> None:
+def make_nnunet(root: Path, labels: dict) -> None:
+    """The nnU-Net raw layout: imagesTr, labelsTr, imagesTs and a dataset.json."""
     for n, case in enumerate(("lung_001", "lung_002")):
         _case(root / "imagesTr" / f"{case}_0000.nii.gz", n, root / "labelsTr" / f"{case}.nii.gz")
     _case(root / "imagesTs" / "lung_101_0000.nii.gz", 7, None)
@@ -233,7 +245,7 @@ def _nnunet(root: Path, labels: dict) -> None:
 
 def test_nnunet_raw_layout_with_its_dataset_json(tmp_path, key_file):
     root = tmp_path / "Dataset001_Lungs"
-    _nnunet(root, {"background": 0, "lesion": 1})
+    make_nnunet(root, {"background": 0, "lesion": 1})
     store = tmp_path / "store"
     proc = _ingest(root, store, "nnunet-example", key_file)
     assert proc.returncode == 0, proc.stderr
@@ -246,7 +258,7 @@ def test_nnunet_raw_layout_with_its_dataset_json(tmp_path, key_file):
 
 def test_nnunet_labels_that_disagree_with_the_manifest_hold_back_the_masks(tmp_path, key_file):
     root = tmp_path / "Dataset002_Other"
-    _nnunet(root, {"0": "background", "1": "tumour"})  # nnU-Net v1 form
+    make_nnunet(root, {"0": "background", "1": "tumour"})  # nnU-Net v1 form
     proc = _ingest(root, tmp_path / "store", "nnunet-example", key_file)
     assert proc.returncode == 0, proc.stderr
     assert "3 published, 0 duplicate, 3 quarantined" in proc.stdout

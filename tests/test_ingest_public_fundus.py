@@ -35,13 +35,29 @@ def _ingest(src: Path, store: Path, dataset: str, key_file: Path):
     )  # fmt: skip
 
 
-def test_airogs_as_downloaded(tmp_path, key_file):
-    root = tmp_path / "eyepacs-airogs-light"
+def make_airogs(root: Path) -> None:
+    """AIROGS as downloaded: six photographs in part folders, train_labels.csv."""
     rows = ["challenge_id,class"]
     for n in range(6):
         _photo(root / str(n // 3) / f"TRAIN{n:06d}.jpg", n)
         rows.append(f"TRAIN{n:06d},{'RG' if n % 2 else 'NRG'}")
     (root / "train_labels.csv").write_text("\n".join(rows) + "\n")
+
+
+def make_origa(root: Path) -> None:
+    """ORIGA as downloaded: Images/NNN.jpg and OrigaList.csv (one CDR blank)."""
+    lines = ["Eye,Filename,ExpCDR,Set,Glaucoma"]
+    for n, (eye, cdr, glaucoma) in enumerate(
+        [("OD", "0.7097", 1), ("OS", "", 0), ("OD", "0.35", 0)]
+    ):
+        _photo(root / "Images" / f"{n + 1:03d}.jpg", 10 + n)
+        lines.append(f"{eye},{n + 1:03d}.jpg,{cdr},A,{glaucoma}")
+    (root / "OrigaList.csv").write_text("\n".join(lines) + "\n")
+
+
+def test_airogs_as_downloaded(tmp_path, key_file):
+    root = tmp_path / "eyepacs-airogs-light"
+    make_airogs(root)
     store = tmp_path / "store"
     proc = _ingest(root, store, "airogs", key_file)
     assert proc.returncode == 0, proc.stderr
@@ -55,13 +71,7 @@ def test_airogs_as_downloaded(tmp_path, key_file):
 
 def test_origa_with_mapped_eye_and_blank_cdr(tmp_path, key_file):
     root = tmp_path / "ORIGA"
-    lines = ["Eye,Filename,ExpCDR,Set,Glaucoma"]
-    for n, (eye, cdr, glaucoma) in enumerate(
-        [("OD", "0.7097", 1), ("OS", "", 0), ("OD", "0.35", 0)]
-    ):
-        _photo(root / "Images" / f"{n + 1:03d}.jpg", 10 + n)
-        lines.append(f"{eye},{n + 1:03d}.jpg,{cdr},A,{glaucoma}")
-    (root / "OrigaList.csv").write_text("\n".join(lines) + "\n")
+    make_origa(root)
     store = tmp_path / "store"
     proc = _ingest(root, store, "origa", key_file)
     assert proc.returncode == 0, proc.stderr

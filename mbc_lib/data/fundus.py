@@ -14,7 +14,9 @@ from .datasets import StoreDataset, StoreLike, Transform
 class FundusDataset(StoreDataset):
     """One sample per photograph of the selected cases.
 
-    ``{"image": float32 (3, H, W) in [0, 1], "label": tensor, "case_id": str, "patient": str}``.
+    ``{"image": float32 (3, H, W) in [0, 1], "label": tensor, "case_id": str, "patient": str}``,
+    and ``"mask"``: int64 (1, H, W) of the manifest's segmentation classes where the case has
+    a label image (REFUGE's optic disc and cup).
     ``label`` names a catalog label column (``None``: no label): int columns give int64
     scalars, float columns float32, str columns with listed values the value's index in
     ``.classes``. Sizes vary between photographs: resize in ``transform`` (e.g. MONAI
@@ -71,6 +73,9 @@ class FundusDataset(StoreDataset):
         pixels = self._read(case_id, "image", region)
         image = torch.from_numpy(np.multiply(pixels, np.float32(1 / 255), dtype=np.float32))
         sample = {"image": image, "case_id": case_id, "patient": self._patients[index]}
+        mask = self._read(case_id, "labels", (slice(0, 1), *region[1:]))
+        if mask is not None:
+            sample["mask"] = torch.from_numpy(mask.astype(np.int64))
         if self._labels is not None:
             sample["label"] = torch.tensor(self._labels[index])
         return self._finish(sample)

@@ -579,17 +579,48 @@ def _rebuild_file_meta(ds: Dataset, key: DeidKey) -> None:
     ds.preamble = b"\x00" * 128
 
 
+def _roi_items(ds: Dataset) -> list[tuple[Dataset, str]]:
+    """The Structure Set ROI items of an RTSTRUCT and each one's ROI Name as it came in."""
+    return [
+        (item, str(item.get("ROIName", "") or "")) for item in ds.get("StructureSetROISequence", [])
+    ]
+
+
+def _name_rois(items: list[tuple[Dataset, str]], classes: tuple[str, ...]) -> int:
+    """Give back the ROI Name of each ROI whose name was one of ``classes`` (letter case
+    and surrounding spaces aside), spelled as the class is; every other name stays empty.
+
+    Table E.1-1 empties ROI Name (Z): a name a person typed may hold anything. A class
+    name of the dataset's manifest holds nothing of the patient, and is what lets an
+    RTSTRUCT's ROIs become the case's labels. Returns how many names were given back.
+    """
+    spelled = {c.strip().casefold(): c for c in classes}
+    named = 0
+    for item, original in items:
+        cls = spelled.get(original.strip().casefold())
+        if cls is not None:
+            item.ROIName = cls
+            named += 1
+    return named
+
+
 def deidentify_dataset(
-    ds: Dataset, key: DeidKey, options: tuple[str, ...] = DEID_OPTIONS
+    ds: Dataset,
+    key: DeidKey,
+    options: tuple[str, ...] = DEID_OPTIONS,
+    roi_classes: tuple[str, ...] = (),
 ) -> ActionCounts:
     """De-identify ``ds`` in place with the manifest ``options`` (no refusal checks; see
-    :func:`refusal_reason`)."""
+    :func:`refusal_reason`). ``roi_classes``: the manifest's class names, which an
+    RTSTRUCT's ROI names keep when they are exactly one (see :func:`_name_rois`)."""
     profile = get_profile(options)
     make = _Elements(ds)
+    rois = _roi_items(ds) if roi_classes else []
     walker = _Walker(key, profile, _patient_basis(ds), make)
     walker.walk(ds, True)
     _record_method(ds, walker.pseudonym, profile, make)
     walker.clean_deferred()
+    walker.counts.replaced += _name_rois(rois, roi_classes)
     _rebuild_file_meta(ds, key)
     return walker.counts
 
@@ -608,9 +639,15 @@ def write_dicom(ds: Dataset, dst: Path) -> None:
 
 
 def deid_dicom_dataset(
-    ds: Dataset, dst: Path, key: DeidKey, *, options: tuple[str, ...] = DEID_OPTIONS
+    ds: Dataset,
+    dst: Path,
+    key: DeidKey,
+    *,
+    options: tuple[str, ...] = DEID_OPTIONS,
+    roi_classes: tuple[str, ...] = (),
 ) -> ActionCounts:
-    """Check, de-identify and write an already read dataset; raises DicomRefused."""
+    """Check, de-identify and write an already read dataset; raises DicomRefused.
+    ``roi_classes``: see :func:`deidentify_dataset`."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
@@ -620,7 +657,7 @@ def deid_dicom_dataset(
         if reason:
             raise DicomRefused(reason)
         try:
-            counts = deidentify_dataset(ds, key, tuple(options))
+            counts = deidentify_dataset(ds, key, tuple(options), tuple(roi_classes))
         except DicomRefused:
             raise
         except Exception as exc:  # noqa: BLE001 - a dataset that cannot be walked

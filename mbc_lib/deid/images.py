@@ -1,4 +1,5 @@
-"""Byte-level removal of metadata containers from JPEG and PNG files (no re-encoding).
+"""Byte-level removal of metadata containers from JPEG and PNG files (no re-encoding), and
+BMP files rewritten as a plain BMP of the same pixels.
 
 JPEG keeps only what decoding needs: SOI, DQT, DHT, DAC, DRI, SOFn, SOS with its
 entropy-coded data, DNL, EXP, EOI, a JFIF APP0 without its thumbnail and an Adobe
@@ -9,12 +10,22 @@ including any that sit between the scans of a progressive JPEG, and anything aft
 PNG keeps IHDR, PLTE, IDAT, IEND and the colour/appearance chunks tRNS, gAMA, cHRM,
 sRGB, sBIT, bKGD, pHYs; text (tEXt, zTXt, iTXt), time (tIME), eXIf, iCCP and every
 other chunk are dropped, and anything after IEND.
+
+BMP has no metadata chunks, but a V4/V5 header can carry or name a colour profile and bytes
+can follow its declared end: the pixels are decoded (within the pixel budget) and written
+again with a plain BITMAPINFOHEADER, values and palette unchanged.
 """
 
 from __future__ import annotations
 
+import io
 import struct
 import zlib
+
+from PIL import Image
+
+from ..sources.bmp import MalformedBmp, OverBudget, parse_bmp
+from ..sources.limits import DEFAULT_MAX_PIXELS
 
 JPEG_MAGIC = b"\xff\xd8\xff"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -164,4 +175,26 @@ def strip_png(data: bytes) -> bytes:
         pos = end
 
 
-__all__ = ["JPEG_MAGIC", "PNG_SIGNATURE", "MalformedImageError", "strip_jpeg", "strip_png"]
+def strip_bmp(data: bytes, budget: int = DEFAULT_MAX_PIXELS) -> bytes:
+    """A BMP re-encoded from its pixels alone: no colour profile, nothing after its end."""
+    try:
+        parse_bmp(data, budget, trailing_ok=True)
+        with Image.open(io.BytesIO(data), formats=["BMP"]) as img:
+            img.load()
+            out = io.BytesIO()
+            img.save(out, "BMP")
+    except (MalformedBmp, OverBudget) as exc:
+        raise MalformedImageError(f"BMP: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - Pillow raises many types for bad files
+        raise MalformedImageError(f"BMP: cannot be decoded ({type(exc).__name__})") from None
+    return out.getvalue()
+
+
+__all__ = [
+    "JPEG_MAGIC",
+    "PNG_SIGNATURE",
+    "MalformedImageError",
+    "strip_bmp",
+    "strip_jpeg",
+    "strip_png",
+]

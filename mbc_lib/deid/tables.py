@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from pydicom._uid_dict import UID_dictionary
 
-from ..manifests import Manifest
+from ..manifests import LabelColumn, Manifest
 from ..sources.tables import TableError, describe_duplicates, duplicate_keys, read_table
 from ..sources.walk import MASK_FOLDER
 from .keys import DeidKey
@@ -81,12 +81,21 @@ def deid_labels(data: bytes, manifest: Manifest, key: DeidKey) -> bytes:
     out = io.StringIO(newline="")
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(header)
+    checked = {c.table_column: c for c in manifest.label_columns.values()}
     for number, row in table.rows:
-        writer.writerow([_cell(name, row[name], number, manifest, key) for name in header])
+        writer.writerow([_cell(name, row[name], number, manifest, key, checked) for name in header])
     return out.getvalue().encode("utf-8")
 
 
-def _cell(name: str, cell: str, number: int, manifest: Manifest, key: DeidKey) -> str:
+def _cell(
+    name: str,
+    cell: str,
+    number: int,
+    manifest: Manifest,
+    key: DeidKey,
+    checked: dict[str, LabelColumn],
+) -> str:
+    """One cell of the de-identified table; ``checked``: label columns by table column."""
     value = cell.strip()
     if name == manifest.label_patient:
         return key.pseudonym(value) if value else ""
@@ -94,17 +103,17 @@ def _cell(name: str, cell: str, number: int, manifest: Manifest, key: DeidKey) -
         return map_uid(key, value)
     if name in ("path", manifest.label_key_column):
         return cell
-    for column in manifest.label_columns.values():
-        if column.table_column == name:
-            try:
-                column.convert(value)
-            except ValueError:
-                allowed = f" (one of {list(column.values)})" if column.values is not None else ""
-                if column.mapping is not None:
-                    allowed = f" (one of {sorted(column.mapping)})"
-                raise TableRefused(
-                    f"row {number}, column {name!r}: value is not a valid {column.dtype}{allowed}"
-                ) from None
+    column = checked.get(name)
+    if column is not None:
+        try:
+            column.convert(value)
+        except ValueError:
+            allowed = f" (one of {list(column.values)})" if column.values is not None else ""
+            if column.mapping is not None:
+                allowed = f" (one of {sorted(column.mapping)})"
+            raise TableRefused(
+                f"row {number}, column {name!r}: value is not a valid {column.dtype}{allowed}"
+            ) from None
     return cell
 
 

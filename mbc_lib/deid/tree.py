@@ -22,13 +22,13 @@ from ..sources.limits import max_pixels
 from ..sources.walk import HEAD_BYTES, Entry, UnreadableFile, classify, inside, read_file, walk_tree
 from ..workers import die_with_parent
 from .dicom import DicomRefused, deid_dicom_dataset
-from .images import MalformedImageError, strip_jpeg, strip_png
+from .images import MalformedImageError, strip_bmp, strip_jpeg, strip_png
 from .keys import DeidKey
 from .profile import get_profile
 from .report import DEIDENTIFIED, ActionCounts, DeidReport, FileResult, describe_error
 from .tables import TableRefused, dataset_of, deid_labels, deid_mask
 
-UNSUPPORTED = "unsupported file type: not DICOM, JPEG, PNG, a dataset label table or mask"
+UNSUPPORTED = "unsupported file type: not DICOM, JPEG, PNG, BMP, a dataset label table or mask"
 
 
 def profile_summary() -> dict[str, object]:
@@ -107,11 +107,16 @@ class _TreeRun:
         dst = self.out / rel
         if kind in ("dicom", "bare-dicom"):
             options = manifest.deid_options if manifest is not None else DEID_OPTIONS
-            return self._dicom(data, rel, dst, force=kind == "bare-dicom", options=options)
+            classes = tuple(manifest.segmentation_classes.values()) if manifest else ()
+            return self._dicom(
+                data, rel, dst, force=kind == "bare-dicom", options=options, roi_classes=classes
+            )
         if kind == "jpeg":
             return self._bytes(data, rel, dst, kind, strip_jpeg)
         if kind == "png":
             return self._bytes(data, rel, dst, kind, strip_png)
+        if kind == "bmp":
+            return self._bytes(data, rel, dst, kind, partial(strip_bmp, budget=self.budget))
         if kind == "dataset-json":
             return self._bytes(data, rel, dst, kind, nnunet.deidentify)
         if kind == "nifti":
@@ -124,7 +129,14 @@ class _TreeRun:
         return FileResult.refused(rel, "other", UNSUPPORTED)
 
     def _dicom(
-        self, data: bytes, rel: str, dst: Path, *, force: bool, options: tuple[str, ...]
+        self,
+        data: bytes,
+        rel: str,
+        dst: Path,
+        *,
+        force: bool,
+        options: tuple[str, ...],
+        roi_classes: tuple[str, ...],
     ) -> FileResult:
         try:
             ds = read_dicom(data, force=force)
@@ -133,7 +145,7 @@ class _TreeRun:
                 rel, "other" if force else "dicom", UNSUPPORTED if force else str(exc)
             )
         try:
-            counts = deid_dicom_dataset(ds, dst, self.key, options=options)
+            counts = deid_dicom_dataset(ds, dst, self.key, options=options, roi_classes=roi_classes)
         except DicomRefused as exc:
             return FileResult.refused(rel, "dicom", str(exc))
         return FileResult(rel, "dicom", DEIDENTIFIED, output=rel, actions=counts)
@@ -154,6 +166,7 @@ class _TreeRun:
 _KIND_LABEL = {
     "jpeg": "malformed image",
     "png": "malformed image",
+    "bmp": "malformed image",
     "labels": "label table refused",
     "mask": "mask refused",
 }

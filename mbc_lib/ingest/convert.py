@@ -293,6 +293,26 @@ def photo_rgb(data: bytes, budget: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     return np.ascontiguousarray(pixels.transpose(2, 0, 1))
 
 
+def mask_grey(data: bytes, budget: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Decode a mask image (BMP, PNG) to a (H, W) uint8 array of its grey values, within
+    the pixel budget; a colour or palette image is refused (its values would be guesses)."""
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            width, height = img.size
+            check_pixels(width * height, budget, f"a {width} x {height} mask")
+            img.load()
+            grey = img.convert("L") if img.mode == "1" else img
+            if grey.mode != "L":
+                raise ConversionError(f"mask is not an 8-bit grey image (mode {img.mode})")
+            return np.array(grey, dtype=np.uint8)
+    except ConversionError:
+        raise
+    except OverBudget as exc:
+        raise ConversionError(str(exc)) from None
+    except Exception as exc:  # noqa: BLE001 - Pillow raises many types for bad files
+        raise ConversionError(f"mask cannot be decoded: {describe_error(exc)}") from None
+
+
 @dataclass
 class GenericImage:
     image: np.ndarray

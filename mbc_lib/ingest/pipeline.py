@@ -10,7 +10,6 @@ and the run goes on; a problem with the store itself stops the run with one line
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import re
@@ -44,9 +43,11 @@ from ..sources.walk import (
 )
 from ..store.catalog import write_catalog
 from ..store.writer import CaseData, StoreWriter
-from . import convert
+from . import convert, series_labels
+from .beside_labels import BesideLabels, in_layout
 from .ct_case import ct_case
-from .nifti_cases import case_patient, ingest_nifti_ct
+from .fundus_cases import ingest_fundus
+from .nifti_cases import ingest_nifti_ct
 from .quarantine import Quarantine
 
 UNSUPPORTED = "unsupported file type"
@@ -88,7 +89,9 @@ class IngestResult:
 class SourceFile:
     path: Path
     rel: str  # relative to the source root, '/'-separated
-    kind: str  # dicom | bare-dicom | jpeg | png | nifti | dataset-json | labels | mask | report
+    kind: (
+        str  # dicom | bare-dicom | jpeg | png | bmp | nifti | dataset-json | labels | mask | report
+    )
     stamp: Stamp | None = None  # the version the gate read; later reads must find it
 
     def read(self) -> bytes:
@@ -124,6 +127,7 @@ class _Gated:
     reports: list[SourceFile] = field(default_factory=list)
     refused: list[tuple[SourceFile, str, bool]] = field(default_factory=list)  # verified?
     identified: dict[str, list[str]] = field(default_factory=dict)
+    acquisition: dict[str, dict[str, Any]] = field(default_factory=dict)  # by series UID
 
 
 @dataclass
@@ -200,6 +204,11 @@ class _Run:
         self.result.cases_published += 1
         self.new_case = True
         return "published"
+
+    def table_refusal(self) -> str:
+        """Why a case that needs the label table is held back: the table was refused."""
+        assert self.labels.file is not None
+        return f"its label table {self.labels.file.rel} was refused ({self.labels.refused})"
 
     def used_row(self, outcome: str) -> None:
         """A case that took its labels from the table was published or found a duplicate."""
@@ -371,6 +380,7 @@ def _gate(src: Path, manifest: Manifest, progress: bool, budget: int, from_deid:
 _CHECKS: dict[str, tuple[Callable[[bytes, Manifest, int], list[str]], str]] = {
     "jpeg": (lambda data, m, b: phi_gate.check_jpeg(data), "photos"),
     "png": (lambda data, m, b: phi_gate.check_png(data), "photos"),
+    "bmp": (lambda data, m, b: phi_gate.check_bmp(data, b), "photos"),
     "nifti": (lambda data, m, b: phi_gate.check_nifti(data, b), "niftis"),
     "dataset-json": (lambda data, m, b: phi_gate.check_dataset_json(data), "class_files"),
     "labels": (lambda data, m, b: phi_gate.check_labels_csv(data, m), "tables"),
@@ -388,7 +398,7 @@ def _gate_one(f: SourceFile, data: bytes, manifest: Manifest, gated: _Gated, bud
             return
         findings = phi_gate.check_dicom_dataset(ds)
         if not findings:
-            gated.dicoms.append(_dicom_record(f, ds, manifest, budget))
+            gated.dicoms.append(_dicom_record(f, ds, manifest, budget, gated.acquisition))
     elif f.kind in _CHECKS:
         check, joins = _CHECKS[f.kind]
         findings = check(data, manifest, budget)
@@ -408,7 +418,14 @@ def _gate_one(f: SourceFile, data: bytes, manifest: Manifest, gated: _Gated, bud
         gated.refused.append((f, damaged[0], False))
 
 
-def _dicom_record(f: SourceFile, ds: Any, manifest: Manifest, budget: int) -> _Dicom:
+def _dicom_record(
+    f: SourceFile, ds: Any, manifest: Manifest, budget: int, acquisition: dict[str, dict[str, Any]]
+) -> _Dicom:
+    """What pass 2 needs of a gated DICOM file. ``acquisition``: cohort fields by series,
+    read from the series' first file only (a case's catalog row is the series')."""
+    series_uid = str(header.get(ds, "SeriesInstanceUID", "") or "")
+    if series_uid not in acquisition or not series_uid:
+        acquisition[series_uid] = header.acquisition(ds)
     geometry, problem = None, None
     if manifest.modality == "ct":
         try:
@@ -419,12 +436,12 @@ def _dicom_record(f: SourceFile, ds: Any, manifest: Manifest, budget: int) -> _D
         file=f,
         sop_class=str(header.get(ds, "SOPClassUID", "") or ""),
         modality=str(header.get(ds, "Modality", "") or ""),
-        series_uid=str(header.get(ds, "SeriesInstanceUID", "") or ""),
+        series_uid=series_uid,
         study_uid=str(header.get(ds, "StudyInstanceUID", "") or ""),
         patient=str(header.get(ds, "PatientID", "") or ""),
         slice=geometry,
         problem=problem,
-        acquisition=header.acquisition(ds),
+        acquisition=acquisition[series_uid],
     )
 
 
@@ -494,12 +511,13 @@ def _publish_all(run: _Run, gated: _Gated) -> None:
         for f in gated.niftis:
             run.refuse(f, f"NIfTI volumes are not accepted by a {modality} dataset")
     if modality == "ct":
-        _ingest_ct(run, gated.dicoms, gated.photos, gated.masks)
-        ingest_nifti_ct(run, gated.niftis, gated.class_files)
+        beside = [f for f in gated.niftis if not in_layout(run.manifest, f)]
+        _ingest_ct(run, gated.dicoms, gated.photos, gated.masks, beside)
+        ingest_nifti_ct(run, [f for f in gated.niftis if f not in beside], gated.class_files)
     elif modality == "fundus":
         for m in gated.masks:
             run.refuse(m, "masks are not accepted by a fundus photograph dataset")
-        _ingest_fundus(run, gated.dicoms, gated.photos)
+        ingest_fundus(run, gated.dicoms, gated.photos)
     else:
         for m in gated.masks:
             run.refuse(m, "masks are not accepted by a DICOM reference dataset")
@@ -574,56 +592,7 @@ def _account_labels(run: _Run) -> None:
         run.refuse(labels.file, "no row of the label table matches an image in this input")
 
 
-def _table_refusal(run: _Run) -> str:
-    assert run.labels.file is not None
-    return f"its label table {run.labels.file.rel} was refused ({run.labels.refused})"
-
-
 # -- per modality -------------------------------------------------------------------------
-def _ingest_fundus(run: _Run, dicoms: list[_Dicom], photos: list[SourceFile]) -> None:
-    for d in dicoms:
-        run.refuse(d.file, "DICOM files are not accepted by a fundus photograph dataset")
-    for f in progress_bar(photos, run.progress, desc="fundus", unit="image"):
-        if run.labels.refused is not None:
-            run.refuse(f, _table_refusal(run))
-            continue
-        by_name = run.manifest.label_key == "image"
-        row = run.labels.rows.get(image_key(f.rel) if by_name else f.rel)
-        if row is None:
-            run.refuse(f, "no row for this image in the label table")
-            continue
-        patient = row["__patient"]
-        if run.manifest.label_patient is None:  # no patient ids: each image its own patient
-            patient = case_patient(run.manifest.name, image_key(f.rel) if by_name else f.rel)
-        if not patient:
-            run.refuse(f, "no patient id for this image in the label table")
-            continue
-        try:
-            image = convert.photo_rgb(f.read(), run.budget)
-        except (convert.ConversionError, UnreadableFile) as exc:
-            run.refuse(f, str(exc))
-            continue
-        case = CaseData(
-            case_id=convert.case_id("fu", run.manifest.name + ":" + _digest(image)),
-            kind="fundus",
-            image=image,
-            dims=("c", "y", "x"),
-            spacing=(1.0, 1.0, 1.0),
-            unit=None,
-            attrs={
-                "modality": "fundus",
-                "patient": patient,
-                "labels": {k: v for k, v in row.items() if not k.startswith("__")},
-                "photometric": "RGB",
-            },
-        )
-        run.used_row(run.publish(case, [f]))
-
-
-def _digest(array: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
-
-
 def _ingest_generic(run: _Run, dicoms: list[_Dicom], photos: list[SourceFile]) -> None:
     for f in photos:
         run.refuse(f, "photographs are not accepted by a DICOM dataset")
@@ -729,18 +698,25 @@ def _read_masks(run: _Run, masks: list[SourceFile]) -> dict[frozenset[str], _Mas
 
 
 def _ingest_ct(
-    run: _Run, dicoms: list[_Dicom], photos: list[SourceFile], masks: list[SourceFile]
+    run: _Run,
+    dicoms: list[_Dicom],
+    photos: list[SourceFile],
+    masks: list[SourceFile],
+    niftis: list[SourceFile] | None = None,
 ) -> None:
     for f in photos:
         run.refuse(f, "photographs are not accepted by a CT dataset")
-    series = _series(run, dicoms)
+    label_objects = [d for d in dicoms if d.sop_class in series_labels.LABEL_SOP_CLASSES]
+    beside = BesideLabels(run, label_objects, niftis or [])
+    series = _series(run, [d for d in dicoms if d.sop_class not in series_labels.LABEL_SOP_CLASSES])
     mask_index = _read_masks(run, masks)
     used_masks: set[str] = set()
     for uid, members in progress_bar(series.items(), run.progress, desc="CT series", unit="series"):
         files = [m.file for m in members]
         if run.labels.refused is not None:
             for f in files:
-                run.refuse(f, f"series held back: {_table_refusal(run)}")
+                run.refuse(f, f"series held back: {run.table_refusal()}")
+            beside.place(uid, members, None, None)
             continue
         try:
             vol = convert.ct_volume(
@@ -750,15 +726,22 @@ def _ingest_ct(
         except (convert.ConversionError, MalformedDicom, UnreadableFile) as exc:
             for f in files:
                 run.refuse(f, f"inconsistent series: {exc}")
+            beside.place(uid, members, None, None)
             continue
         except Exception as exc:  # noqa: BLE001 - e.g. MemoryError: refuse the series, go on
             for f in files:
                 run.refuse(f, f"series cannot be converted: {describe_error(exc)}")
+            beside.place(uid, members, None, None)
             continue
         mask = _series_mask(run, mask_index.get(frozenset(vol.sop_uids)), vol)
+        taken = None
         if mask is not None:
-            used_masks.add(mask_index[frozenset(vol.sop_uids)].file.rel)
-            files = [*files, mask_index[frozenset(vol.sop_uids)].file]
+            taken = mask_index[frozenset(vol.sop_uids)].file
+            used_masks.add(taken.rel)
+            files = [*files, taken]
+        other, label_file = beside.place(uid, members, vol, taken.rel if taken else None)
+        if other is not None and label_file is not None:
+            mask, files = other, [*files, label_file]
         patient = members[0].patient
         row = run.labels.rows.get(patient)
         case = ct_case(
@@ -782,6 +765,9 @@ def _ingest_ct(
     for f in masks:
         if f.rel not in used_masks and f.rel not in run.counted:
             run.refuse(f, "no series in this input matches the mask's SOP Instance UIDs")
+    for uid in {d.series_uid for d in dicoms} & set(beside.by_series):
+        beside.place(uid, [], None, None)  # a series that _series refused
+    beside.finish()
 
 
 def _series_mask(run: _Run, entry: _Mask | None, vol: convert.Volume) -> np.ndarray | None:

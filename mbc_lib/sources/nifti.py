@@ -95,8 +95,13 @@ def _inflate(data: bytes, budget: int) -> bytes:
     except Exception as exc:  # noqa: BLE001 - nibabel raises several types on a bad header
         raise MalformedNifti(f"malformed NIfTI: header cannot be read ({exc})") from None
     _check_budget(header, budget)
-    try:
-        return gzip.decompress(data)
+    try:  # the same stream goes on: the header is not decompressed a second time
+        body = head + stream.decompress(stream.unconsumed_tail) + stream.flush()
+        if not stream.eof:
+            raise EOFError("compressed file ended before the end-of-stream marker")
+        if stream.unused_data.strip(b"\x00"):  # further gzip members (rare, but valid)
+            body += gzip.decompress(stream.unused_data)
+        return body
     except (OSError, EOFError, zlib.error) as exc:
         raise MalformedNifti(f"malformed NIfTI: gzip stream is damaged ({exc})") from None
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..manifests import Manifest
+from .bmp import looks_like_bmp
 from .nifti import looks_like_nifti
 from .nnunet import DATASET_JSON
 
@@ -167,10 +168,10 @@ def classify(head: bytes, rel_in_dataset: str, manifest: Manifest | None) -> str
     """What a file is, from its first bytes and its place in its dataset's folder.
 
     One of ``dicom`` (with the DICM preamble), ``bare-dicom`` (a data set without preamble),
-    ``jpeg``, ``png``, ``nifti`` (``.nii``, ``.nii.gz``), ``labels`` (the manifest's label
-    table at the dataset's top), ``mask`` (``masks/*.npz``), ``dataset-json`` (an nnU-Net
-    ``dataset.json`` of a NIfTI dataset), ``report`` (mbc deid's report at the top) or
-    ``other``.
+    ``jpeg``, ``png``, ``bmp`` (``BM`` and a known info-header size), ``nifti`` (``.nii``,
+    ``.nii.gz``), ``labels`` (the manifest's label table at the dataset's top), ``mask``
+    (``masks/*.npz``), ``dataset-json`` (an nnU-Net ``dataset.json`` of a NIfTI dataset),
+    ``report`` (mbc deid's report at the top) or ``other``.
     """
     parts = rel_in_dataset.split("/")
     if head[128:132] == b"DICM":
@@ -186,6 +187,8 @@ def classify(head: bytes, rel_in_dataset: str, manifest: Manifest | None) -> str
             return "mask"
         if manifest.source is not None and rel_in_dataset == DATASET_JSON:
             return "dataset-json"
+    if looks_like_bmp(head):
+        return "bmp"
     if len(parts) == 1 and parts[0] in REPORT_NAMES:
         return "report"
     if looks_like_nifti(head, parts[-1]):

@@ -55,6 +55,7 @@ def test_manifests_name_the_groups():
         "fundus-glaucoma": "ophthalmology",
         "airogs": "ophthalmology",
         "origa": "ophthalmology",
+        "refuge": "ophthalmology",
         "ct-covid": "radiology",
         "dicom-reference": "radiology",
         "covid19-20": "radiology",

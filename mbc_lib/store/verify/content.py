@@ -132,8 +132,10 @@ def _check_mask(
 ) -> None:
     """The label image fits the image and the manifest, and its volumes are the attribute's."""
     where = join(case.where, layout.LABELS_GROUP)
-    if labels.shape != shape:
-        out.add(where, "label image shape differs from the image's")
+    dims = case.geometry.dims
+    expected = tuple(1 if d == "c" else n for n, d in zip(shape, dims, strict=True))
+    if labels.shape != expected:
+        out.add(where, "label image shape differs from the image's (one channel)")
     if labels.dtype != np.uint8:
         out.add(where, f"label image is {labels.dtype}, not uint8")
         return
