@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -92,11 +93,31 @@ def check_port_free(url: str) -> None:
             ) from None
 
 
-def wait_until_up(url: str, proc: subprocess.Popen, timeout: float = 90) -> None:
+#: What JupyterHub logs once its proxy routes to it: asking the proxy before that is answered
+#: with a 404 that the proxy prints in red.
+RUNNING_LINE = "JupyterHub is now running at"
+
+
+def relay_log(proc: subprocess.Popen, running: threading.Event) -> None:
+    """Copy the hub's log to stderr, line by line; set ``running`` when it is up."""
+    assert proc.stderr is not None
+    for line in iter(proc.stderr.readline, b""):
+        sys.stderr.buffer.write(line)
+        sys.stderr.buffer.flush()
+        if RUNNING_LINE.encode() in line:
+            running.set()
+
+
+def wait_until_up(
+    url: str, proc: subprocess.Popen, running: threading.Event, timeout: float = 90
+) -> None:
+    """Wait for the hub's running line, then for its health check through the proxy."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise MbcError(f"the hub exited (code {proc.returncode}) before it answered; see above")
+        if not running.wait(0.5):
+            continue
         try:
             with urllib.request.urlopen(f"{url}/hub/health", timeout=2) as resp:
                 if resp.status == 200:
@@ -124,6 +145,38 @@ def banner(url: str, users: dict[str, dict], store: Path, data_dir: Path) -> str
         "",
     ]
     return "\n".join(lines)
+
+
+def remove_demo_network(root: Path, env: dict[str, str]) -> str | None:
+    """Remove the platform network the demo's hub used, once no container is on it; returns
+    its name, or None where it is gone already or still in use (a line says so)."""
+    import docker
+    from docker.utils import kwargs_from_env
+
+    # the network's name as the hub resolved it (its platform file and environment)
+    found = subprocess.run(
+        [sys.executable, "-c", "from mbc_hub.config import load_platform_config as load\n"
+         "print(load().docker.network)"],
+        cwd=root, env={**env, "PYTHONPATH": str(root / "hub")}, capture_output=True, text=True,
+    )  # fmt: skip
+    name = found.stdout.strip()
+    if found.returncode != 0 or not name:
+        print(f"mbc demo: platform network not removed ({found.stderr.strip()})", file=sys.stderr)
+        return None
+    client = docker.APIClient(version="auto", **kwargs_from_env())
+    for network in client.networks(names=[name]):
+        if network.get("Name") != name:
+            continue
+        attached = client.inspect_network(network["Id"]).get("Containers") or {}
+        if attached:
+            print(
+                f"mbc demo: network {name} kept: {len(attached)} containers still on it",
+                file=sys.stderr,
+            )
+            return None
+        client.remove_network(network["Id"])
+        return name
+    return None
 
 
 def run_demo(workdir: Path, bind: str, spawner: str) -> int:
@@ -159,13 +212,20 @@ def run_demo(workdir: Path, bind: str, spawner: str) -> int:
         "MBC_DEMO_USERS_FILE": str(users_file),
     }
     if spawner != "local" and not {"MBC_HUB_API_BIND", "MBC_PLATFORM_CONFIG"} & set(env):
-        # Containers reach the hub's API at their network's gateway: the API listens on every
-        # address of the host (it answers only to tokens); the web pages stay on loopback.
-        env["MBC_HUB_API_BIND"] = "http://0.0.0.0:8081"
+        # Containers reach the hub's API at their network's gateway: the API listens there,
+        # on no other address of the host; the web pages stay on loopback.
+        env["MBC_HUB_API_BIND"] = "http://{gateway}:8081"
     command = [sys.executable, "-m", "jupyterhub", "-f", str(root / "hub" / "jupyterhub_config.py")]
-    proc = subprocess.Popen(command, cwd=root, env=env)
+    if spawner == "docker":
+        # The demo stops what it started: the researchers' containers go with the hub (their
+        # homes stay on their volumes), and the platform network after it.
+        command.append("--JupyterHub.cleanup_servers=True")
+    proc = subprocess.Popen(command, cwd=root, env=env, stderr=subprocess.PIPE)
+    running = threading.Event()
+    relay = threading.Thread(target=relay_log, args=(proc, running), daemon=True)
+    relay.start()
     try:
-        wait_until_up(url, proc)
+        wait_until_up(url, proc, running)
         print(banner(url, users, store, data_dir), flush=True)
         return proc.wait()
     except KeyboardInterrupt:
@@ -174,7 +234,10 @@ def run_demo(workdir: Path, bind: str, spawner: str) -> int:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
             try:
-                proc.wait(timeout=30)
+                proc.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        relay.join(timeout=10)
+        if spawner == "docker":
+            remove_demo_network(root, env)

@@ -166,6 +166,8 @@ class Manifest:
     split: dict[str, float] = field(
         default_factory=lambda: {"train": 0.7, "val": 0.15, "test": 0.15}
     )
+    #: the label column the patient-level split is stratified by (None: not stratified)
+    split_stratify: str | None = None
     deid_options: tuple[str, ...] = DEID_OPTIONS
     source: SourceLayout | None = None  # NIfTI datasets: where volumes and masks lie
     label_from: str = "table"  # "folder": labels from folder names (see LABEL_SOURCES)
@@ -266,9 +268,18 @@ def parse_manifest(data: dict[str, Any], source: str = "<manifest>") -> Manifest
             raise _fail(source, "segmentation.classes must map integers (0 = background) to names")
         _check_volumes(seg, {int(k) for k in classes}, source)
         _check_mask_map(seg, {int(k) for k in classes}, source)
-    split = data.get("split") or {"train": 0.7, "val": 0.15, "test": 0.15}
+    split = dict(data.get("split") or {"train": 0.7, "val": 0.15, "test": 0.15})
+    stratify = split.pop("stratify", None)
     if set(split) != {"train", "val", "test"} or abs(sum(split.values()) - 1.0) > 1e-6:
         raise _fail(source, "split must give train, val and test fractions summing to 1")
+    if stratify is not None:
+        column = columns.get(str(stratify))
+        if column is None or (column.values is None and column.dtype != "int"):
+            raise _fail(
+                source,
+                f"split.stratify names {stratify!r}, which is not a label column with listed "
+                "values or whole numbers",
+            )
     if data["modality"] == "fundus":
         layout, photo_masks = None, _photo_masks(data.get("source"), seg, source)
     else:
@@ -291,6 +302,7 @@ def parse_manifest(data: dict[str, Any], source: str = "<manifest>") -> Manifest
         label_columns=columns,
         segmentation=seg,
         split={k: float(v) for k, v in split.items()},
+        split_stratify=str(stratify) if stratify is not None else None,
         deid_options=options,
         source=layout,
         label_from=label_from,

@@ -42,6 +42,12 @@ def test_label_column_checks():
             "sum",
         ),
         ("name: [\n", "not valid YAML"),
+        (
+            "name: bad\ntitle: t\nmodality: fundus\ngroup: g\n"
+            "labels: {file: l.csv, key: path, columns: {cdr: {dtype: float}}}\n"
+            "split: {train: 0.7, val: 0.15, test: 0.15, stratify: cdr}\n",
+            "split.stratify names 'cdr', which is not a label column with listed values",
+        ),
     ],
 )
 def test_invalid_manifests_fail_with_one_line(tmp_path, text, message):

@@ -29,7 +29,7 @@ STORE_KEY = hashlib.sha256(b"mbc notebook tests").hexdigest()
 #: What that key and STORE_ARGS put into the validation split (the thresholds below were
 #: measured on exactly this split): CT diagnoses and photographs per glaucoma label.
 VAL_CT = {"covid19": 2, "normal": 2}
-VAL_FUNDUS = {0: 14, 1: 10}
+VAL_FUNDUS = {0: 16, 1: 10}
 #: Training runs on the CPU with a fixed thread count, deterministic algorithms and seeded
 #: loaders (seed_everything in each notebook), so a run's metrics repeat exactly.
 DETERMINISTIC = {"device": "cpu", "threads": 2}
@@ -147,6 +147,32 @@ def _text_outputs(nb: nbformat.NotebookNode) -> str:
     return "\n".join(parts)
 
 
+#: What each demo researcher's groups let them see (docs/hub.md), and the figures the
+#: getting-started notebook then draws: each section adapts to the datasets visible.
+RESEARCHERS = {
+    "alice": (["fundus-glaucoma"], ["fundus_gallery.png"]),
+    "bob": (["ct-covid"], ["ct_reformat.png", "ct_slice.png", "hu_histogram.png"]),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("user", sorted(RESEARCHERS))
+def test_getting_started_runs_for_a_researcher_who_sees_one_modality(nb_store, tmp_path, user):
+    """Issue 10: it stopped at ``no dataset 'ct-covid'`` for alice. Her server's store shows
+    only her datasets (a view of links, as the local spawner makes it)."""
+    datasets, figures = RESEARCHERS[user]
+    view = tmp_path / "view"
+    view.mkdir()
+    for name in ["zarr.json", *datasets]:
+        (view / name).symlink_to(nb_store / name)
+    out, run = _run("00", view, tmp_path, max_cases=4, epochs=1)
+    assert sorted(p.name for p in out.glob("*.png")) == sorted(figures)
+    text = _text_outputs(run["notebook"])
+    assert f"your datasets: {', '.join(datasets)}" in text
+    assert "refused: the mbc store is read-only" in text
+    assert "pass 1:" in text
+
+
 @pytest.mark.slow
 def test_getting_started_runs_and_shows_a_read_only_store(nb_store, tmp_path):
     # store_path None: the notebook opens $MBC_STORE, as in a researcher's container
@@ -166,10 +192,11 @@ def test_glaucoma_notebook_reaches_auc_and_saves_model(nb_store, tmp_path):
     out, run = _run("10", nb_store, tmp_path, **DETERMINISTIC)
     metrics = json.loads((out / "metrics.json").read_text())
     print({k: v for k, v in metrics.items() if k != "history"})
-    # deterministic figure: AUC 1.000 (seeds 1, 2: 1.000, 0.993); margin 0.05 (7 of the 140
-    # glaucoma/normal pairs misordered) for another CPU's rounding, which moves a run as a new
-    # seed does; a third of the training (epochs=5) scores 0.486 and fails
-    assert metrics["val_auc"] >= 0.95
+    # deterministic figure on the glaucoma-stratified split: AUC 0.900 (seeds 1, 2: 0.944,
+    # 0.906); margin 0.05 below the weakest (8 of the 160 glaucoma/normal pairs misordered)
+    # for another CPU's rounding, which moves a run as a new seed does; a third of the
+    # training (epochs=5) scores 0.506 and fails
+    assert metrics["val_auc"] >= 0.85
     assert metrics["n_val"] == len(open_store(nb_store).catalog("fundus-glaucoma", split="val"))
     assert sum(map(sum, metrics["confusion_matrix"])) == metrics["n_val"]
     model = resnet18(spatial_dims=2, n_input_channels=3, num_classes=2)
@@ -230,12 +257,13 @@ def test_tutorial_runs_with_its_solutions(nb_store, tmp_path):
         answers["involvement_pct"]["catalog"], abs=0.01
     )
     assert answers["dice_numpy"] == pytest.approx(answers["dice_monai"], abs=1e-4)
-    # deterministic figures: AUC 1.000 and accuracy 0.958 against 0.583 for always answering
-    # "normal" (seed 1: 0.979, 0.958); margins, for another CPU's rounding: AUC 0.05, accuracy
-    # 0.125 (3 of 24 photographs); a constant answer scores AUC 0.5, half the training
-    # (epochs=3) 0.557
-    assert answers["val_auc"] >= 0.95
-    assert answers["val_accuracy"] >= answers["always_normal_accuracy"] + 0.25
+    # deterministic figures on the glaucoma-stratified split: AUC 0.925 and accuracy 0.846
+    # against 0.615 for always answering "normal" (seeds 1, 2: AUC 0.919, 0.900, accuracy
+    # 0.769, 0.808); margins below the weakest seed, for another CPU's rounding: AUC 0.05,
+    # accuracy 2 of 26 photographs; a constant answer scores AUC 0.5, half the training
+    # (epochs=3) 0.475
+    assert answers["val_auc"] >= 0.85
+    assert answers["val_accuracy"] >= answers["always_normal_accuracy"] + 0.075
     assert (out / "val_gallery.png").exists()
     solutions = [c for c in run["notebook"].cells if "solution" in c.metadata.get("tags", [])]
     assert solutions and all(c.metadata["jupyter"]["source_hidden"] for c in solutions)

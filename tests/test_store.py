@@ -8,11 +8,12 @@ import os
 import numpy as np
 import pytest
 import zarr
+from conftest import run_mbc
 
 from mbc_lib.errors import MbcError
 from mbc_lib.manifests import get_manifest
 from mbc_lib.store import layout
-from mbc_lib.store.catalog import assign_splits, write_catalog
+from mbc_lib.store.catalog import assign_splits, patient_strata, write_catalog
 from mbc_lib.store.reader import open_store
 from mbc_lib.store.verify import verify_store
 from mbc_lib.store.writer import CaseData, StoreWriter
@@ -173,6 +174,41 @@ def test_splits_are_patient_level_balanced_and_stable():
     assert list(grown.values()).count("val") == 6
     small = assign_splits(patients[:4], fractions)
     assert "val" in small.values()  # even a tiny store gets a validation patient
+
+
+def test_splits_are_stratified_so_every_split_has_every_class():
+    """Issue 10: the sample store's fundus test split had no glaucoma case. Strata are
+    filled split by split, so a class with a patient per split reaches all three."""
+    fractions = {"train": 0.7, "val": 0.15, "test": 0.15}
+    patients = [f"PSN-{i:016x}" for i in range(12)]
+    strata = {p: "1" if i % 4 == 0 else "0" for i, p in enumerate(patients)}  # 3 glaucoma
+    splits = assign_splits(patients, fractions, strata=strata)
+    for label in ("0", "1"):
+        assert {splits[p] for p in patients if strata[p] == label} == {"train", "val", "test"}
+    counts = {s: list(splits.values()).count(s) for s in ("train", "val", "test")}
+    assert counts["train"] > counts["val"] and counts["train"] > counts["test"]
+    grown = patients + [f"PSN-{i:016x}" for i in range(12, 24)]
+    again = assign_splits(grown, fractions, splits, {p: "0" for p in grown} | strata)
+    assert all(again[p] == splits[p] for p in patients)  # nobody moves when the store grows
+    eyes = [
+        {"patient": "PSN-a", "labels": {"glaucoma": 0}},
+        {"patient": "PSN-a", "labels": {"glaucoma": 1}},
+        {"patient": "PSN-b", "labels": {"glaucoma": 0}},
+        {"patient": "PSN-c", "labels": {"glaucoma": 0}},
+    ]  # a patient with one glaucomatous eye is stratified with the glaucoma patients
+    assert patient_strata(eyes, "glaucoma") == {"PSN-a": "1", "PSN-b": "0", "PSN-c": "0"}
+
+
+def test_sample_store_fundus_splits_each_hold_both_classes(sample_tree, tmp_path, key_file):
+    store = tmp_path / "store"
+    proc = run_mbc(
+        "ingest", str(sample_tree / "fundus-glaucoma"), "--store", str(store),
+        "--dataset", "fundus-glaucoma", "--deid-key-file", str(key_file), "-q",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    catalog = open_store(store).catalog("fundus-glaucoma")
+    for split, rows in catalog.groupby("split"):
+        assert set(rows["glaucoma"]) == {0, 1}, (split, rows["glaucoma"].tolist())
 
 
 def test_catalog_lists_cases_with_labels(tmp_path):

@@ -9,12 +9,14 @@ from urllib.parse import urlparse
 
 from .auth import DemoAuthenticator, MbcOAuthenticator, demo_traits, oidc_traits
 from .config import PlatformConfig, PlatformConfigError, is_loopback_url
-from .network import api_port
+from .network import api_port, ensure_network, gateway
 from .policy import dataset_groups
 from .services import idle_culler
 from .spawner import MbcDockerSpawner, MbcLocalSpawner, MbcSwarmSpawner
 
 SPAWNERS = {"local": MbcLocalSpawner, "docker": MbcDockerSpawner, "swarm": MbcSwarmSpawner}
+#: In ``hub.hub_bind_url``: the platform network's gateway address.
+GATEWAY = "{gateway}"
 PROXY_BIN = Path(".cache/npm/node_modules/.bin/configurable-http-proxy")
 
 
@@ -36,6 +38,26 @@ def proxy_command(setting: str, project_dir: Path) -> list[str]:
 
 def _binds_every_address(url: str) -> bool:
     return (urlparse(url).hostname or "") in ("0.0.0.0", "::", "")
+
+
+def resolve_hub_bind_url(cfg: PlatformConfig) -> str:
+    """``hub.hub_bind_url`` with ``{gateway}`` replaced by the platform network's gateway (the
+    network is created if missing): in docker mode the hub API then listens on the one host
+    address its containers reach, not on every address of the host."""
+    url = cfg.hub.hub_bind_url
+    if GATEWAY not in url:
+        return url
+    if cfg.spawner.mode != "docker":
+        raise PlatformConfigError(
+            f"hub.hub_bind_url {url}: {GATEWAY} stands for the platform network's gateway, "
+            "which a hub on the host has in spawner mode 'docker' only"
+        )
+    import docker
+    from docker.utils import kwargs_from_env
+
+    client = docker.APIClient(version="auto", **kwargs_from_env())
+    network = ensure_network(client, cfg.docker.network, swarm=False)
+    return url.replace(GATEWAY, gateway(network))
 
 
 def allowed_groups(cfg: PlatformConfig) -> set[str]:
@@ -61,7 +83,7 @@ def apply_platform_config(c: Any, cfg: PlatformConfig, project_dir: Path) -> Non
     hub.data_dir.mkdir(parents=True, exist_ok=True)
 
     c.JupyterHub.bind_url = hub.bind_url
-    c.JupyterHub.hub_bind_url = hub.hub_bind_url
+    c.JupyterHub.hub_bind_url = resolve_hub_bind_url(cfg)
     if hub.hub_connect_url:
         c.JupyterHub.hub_connect_url = hub.hub_connect_url
     elif mode == "docker" and _binds_every_address(hub.hub_bind_url):

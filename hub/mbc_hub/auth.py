@@ -7,6 +7,8 @@ group hub admins, and write logins and refusals to the audit log.
 from __future__ import annotations
 
 import hmac
+import ipaddress
+import socket
 from inspect import isawaitable
 from pathlib import Path
 from typing import Any
@@ -62,6 +64,53 @@ def read_demo_users(path: Path) -> dict[str, dict[str, Any]]:
     return out
 
 
+def _is_loopback_ip(address: str | None) -> bool:
+    try:
+        return ipaddress.ip_address((address or "").split("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
+def request_addresses(handler: Any) -> tuple[str | None, str | None]:
+    """(the socket peer, the client the proxy forwarded) of the request ``handler`` serves.
+
+    JupyterHub serves with ``xheaders``: ``remote_ip`` is what ``X-Forwarded-For`` says, which
+    anyone who reaches the hub's port can write; the socket's own peer address is not.
+    """
+    request = getattr(handler, "request", None)
+    context = getattr(getattr(request, "connection", None), "context", None)
+    peer = getattr(context, "_orig_remote_ip", None)
+    return peer, getattr(request, "remote_ip", None)
+
+
+def is_own_address(address: str | None) -> bool:
+    """Whether ``address`` is one of this machine's: loopback, or an address a socket here can
+    bind to (in docker mode the hub API listens on the platform network's gateway, and the
+    proxy beside the hub connects from there). A container's or another machine's address is
+    not; a TCP peer cannot pretend to be one (the handshake's replies would not reach it)."""
+    if _is_loopback_ip(address):
+        return True
+    try:
+        ip = ipaddress.ip_address(address or "")
+    except ValueError:
+        return False
+    family = socket.AF_INET if ip.version == 4 else socket.AF_INET6
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((str(ip), 0))
+        except OSError:
+            return False
+    return True
+
+
+def from_loopback(handler: Any) -> bool:
+    """Whether a login came through the proxy beside the hub from a browser on loopback: the
+    socket's peer is this machine (:func:`is_own_address`) and the client the proxy
+    forwarded is a loopback address."""
+    peer, client = request_addresses(handler)
+    return is_own_address(peer) and _is_loopback_ip(client)
+
+
 async def _audit_login(authenticator: Any, handler: Any, authentication: dict) -> dict:
     """post_auth_hook: one audit line per successful login."""
     if authenticator.audit_log_path:
@@ -89,7 +138,11 @@ def _audit_refusal(authenticator: Any, handler: Any, user: str | None, reason: s
 
 
 class DemoAuthenticator(Authenticator):
-    """Passwords and groups from a demo users file; refuses to run on a non-loopback address."""
+    """Passwords and groups from a demo users file, for a browser on this machine only.
+
+    It refuses to run when the public URL is not a loopback address, and refuses any login
+    that does not arrive over loopback from a loopback client (:func:`from_loopback`), so a
+    researcher's container that reaches the hub API cannot log in with the demo passwords."""
 
     users_file = Unicode(help="YAML file: users: {name: {password, groups, admin}}").tag(
         config=True
@@ -119,6 +172,14 @@ class DemoAuthenticator(Authenticator):
     async def authenticate(self, handler: Any, data: dict[str, str]) -> dict | None:
         name = (data.get("username") or "").strip()
         password = data.get("password") or ""
+        if not from_loopback(handler):
+            # Whatever the hub binds to (in docker mode its API listens where containers
+            # reach it), the demo's passwords are good only on this machine's loopback.
+            peer, client = request_addresses(handler)
+            _audit_refusal(
+                self, handler, name or None, "demo login off loopback", peer=peer, client=client
+            )
+            return None
         users = read_demo_users(Path(self.users_file))
         spec = users.get(name)
         if spec is None or not hmac.compare_digest(spec["password"].encode(), password.encode()):

@@ -59,6 +59,7 @@ DEFAULTS: dict[str, Any] = {
         "user": "1000:100",
         "pull_policy": "ifnotpresent",
         "pids_limit": 4096,
+        "host_firewall": True,
     },
     "profiles": [
         {
@@ -182,6 +183,7 @@ class DockerSettings:
     user: str
     pull_policy: str
     pids_limit: int
+    host_firewall: bool
 
 
 @dataclass(frozen=True)
@@ -533,6 +535,7 @@ def validate(data: dict[str, Any], sources: tuple[str, ...] = ("defaults",)) -> 
         user=_container_user(_str(dk, "user", "docker")),
         pull_policy=_choice(dk, "pull_policy", "docker", PULL_POLICIES),
         pids_limit=int(_number(dk, "pids_limit", "docker", minimum=64)),
+        host_firewall=_bool(dk, "host_firewall", "docker"),
     )
     if docker.network in ("bridge", "host", "none"):
         raise PlatformConfigError(

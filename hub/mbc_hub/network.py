@@ -12,7 +12,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from .config import PlatformConfigError
-from .policy import network_spec
+from .policy import ICC_OPTION, network_spec
 
 
 def ensure_network(client: Any, name: str, *, swarm: bool) -> dict[str, Any]:
@@ -31,6 +31,13 @@ def ensure_network(client: Any, name: str, *, swarm: bool) -> dict[str, Any]:
         raise PlatformConfigError(
             f"docker network {name!r} exists but is not internal (it has a route out); "
             f"remove it (docker network rm {name}) and let the hub create it"
+        )
+    icc = (network.get("Options") or {}).get(ICC_OPTION, "true")
+    if network.get("Driver") == "bridge" and icc != "false":
+        raise PlatformConfigError(
+            f"docker network {name!r} exists but lets containers reach each other "
+            f"({ICC_OPTION} is not false); remove it (docker network rm {name}) and let the "
+            "hub create it"
         )
     return network
 

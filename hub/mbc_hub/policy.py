@@ -12,6 +12,7 @@ A researcher's container gets, and only gets:
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,19 @@ from .config import DockerSettings, PlatformConfig, Profile
 from .gpu import GPU_LABEL, OWNER_LABEL
 
 PROFILE_LABEL = "mbc.hub.profile"
+#: The bridge driver's switch for traffic between containers of one network.
+ICC_OPTION = "com.docker.network.bridge.enable_icc"
+#: The bridge driver's name for the host interface of a network.
+BRIDGE_NAME_OPTION = "com.docker.network.bridge.name"
+
+
+def bridge_name(network: str) -> str:
+    """The host interface of the platform network ``network``: a name of its own (15
+    characters at most), the same each time the network is made, so the host's firewall
+    rules for it (:mod:`mbc_hub.firewall`) still apply when it is removed and made again."""
+    return "mbc" + hashlib.sha256(network.encode()).hexdigest()[:11]
+
+
 DOCKER_SOCKETS = ("docker.sock", "containerd.sock", "podman.sock")
 
 
@@ -113,12 +127,16 @@ def labels(owner: str, profile: Profile, gpu: str | None) -> dict[str, str]:
 
 
 def network_spec(name: str, *, swarm: bool) -> dict[str, Any]:
-    """How the platform's network is created: internal, so containers have no route out."""
+    """How the platform's network is created: internal, so containers have no route out; on one
+    engine (a bridge) also without traffic between containers, so researchers do not reach
+    each other's servers (the proxy and the hub, on the host, still do)."""
     spec: dict[str, Any] = {"name": name, "internal": True, "check_duplicate": True}
     if swarm:
         spec.update(driver="overlay", attachable=True, scope="swarm")
     else:
-        spec.update(driver="bridge")
+        spec.update(
+            driver="bridge", options={ICC_OPTION: "false", BRIDGE_NAME_OPTION: bridge_name(name)}
+        )
     return spec
 
 

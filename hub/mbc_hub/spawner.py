@@ -24,9 +24,10 @@ from traitlets import HasTraits, default
 
 from .audit import audit_log
 from .config import PlatformConfig, PlatformConfigError, Profile
+from .firewall import ensure_host_firewall
 from .gpu import OWNER_LABEL, GpuAllocator, NoGpuFree, detect_gpus
 from .homes import copy_notebooks, write_lab_settings
-from .network import ensure_network, hub_connect_url
+from .network import api_port, ensure_network, gateway, hub_connect_url
 from .policy import (
     PolicyViolation,
     SpawnPlan,
@@ -95,20 +96,30 @@ class PolicyMixin(HasTraits):
 
 
 class ProfileFormMixin(PolicyMixin):
-    """The spawn form: one radio button per profile, with its limits and free GPUs."""
+    """The spawn form: one radio button per profile, with its limits and free GPUs. A GPU
+    profile is left out where the hub has no GPU, and cannot be chosen while none is free."""
 
-    async def free_gpus_text(self) -> str:
-        return ""
+    async def gpu_count(self) -> tuple[int, int] | None:
+        """(free, all) GPUs this hub hands out, or None where the scheduler places them."""
+        return None
 
     async def profile_form(self) -> str:
-        gpu_text = await self.free_gpus_text()
-        rows = []
-        for i, profile in enumerate(self.cfg.profiles):
-            extra = f" ({gpu_text})" if profile.gpus and gpu_text else ""
+        count = await self.gpu_count() if any(p.gpus for p in self.cfg.profiles) else None
+        rows, checked = [], False
+        for profile in self.cfg.profiles:
+            extra, disabled = "", False
+            if profile.gpus and count is not None:
+                free, total = count
+                if total == 0:
+                    continue  # no GPU on this hub: nothing to offer
+                disabled = free < profile.gpus
+                extra = f" ({free} of {total} GPUs free)"
+            check = not disabled and not checked
+            checked = checked or check
             rows.append(
-                '<div class="radio"><label>'
+                f'<div class="radio{" disabled" if disabled else ""}"><label>'
                 f'<input type="radio" name="profile" value="{html.escape(profile.name)}"'
-                f"{' checked' if i == 0 else ''}> "
+                f"{' checked' if check else ''}{' disabled' if disabled else ''}> "
                 f"<strong>{html.escape(profile.display_name)}</strong>{html.escape(extra)}: "
                 f"{html.escape(profile.description)} "
                 f"<small>[{profile.cpu_limit:g} CPU, {html.escape(profile.mem_limit)} memory, "
@@ -243,9 +254,16 @@ class ContainerPolicyMixin(ProfileFormMixin):
         network = await asyncio.to_thread(
             ensure_network, self.client, self.cfg.docker.network, swarm=self.on_swarm
         )
-        if not self.cfg.hub.hub_connect_url and not self.on_swarm:
+        if self.on_swarm:
+            return
+        connect = self.cfg.hub.hub_connect_url
+        if not connect:
             # A hub on the host: containers reach it at the network's gateway address.
-            self.hub_connect_url = hub_connect_url(self.cfg.hub.hub_bind_url, network)
+            connect = self.hub_connect_url = hub_connect_url(self.cfg.hub.hub_bind_url, network)
+        if self.cfg.docker.host_firewall:
+            await asyncio.to_thread(
+                ensure_host_firewall, network, gateway(network), api_port(connect)
+            )
 
     async def start(self) -> Any:
         profile = self.chosen_profile()
@@ -297,11 +315,9 @@ class MbcDockerSpawner(ContainerPolicyMixin, DockerSpawner):
                 cls._gpu_allocators[key] = allocator
             return cls._gpu_allocators[key]
 
-    async def free_gpus_text(self) -> str:
-        if not any(p.gpus for p in self.cfg.profiles):
-            return ""
+    async def gpu_count(self) -> tuple[int, int] | None:
         allocator = await self.gpu_allocator()
-        return f"{len(allocator.free())} of {len(allocator.devices)} GPUs free"
+        return len(allocator.free()), len(allocator.devices)
 
     async def allocate_gpu(self, profile: Profile) -> str | None:
         if not profile.gpus:

@@ -38,22 +38,60 @@ def _patient_rank(patient: str) -> str:
 
 
 def assign_splits(
-    patients: list[str], fractions: dict[str, float], previous: dict[str, str] | None = None
+    patients: list[str],
+    fractions: dict[str, float],
+    previous: dict[str, str] | None = None,
+    strata: dict[str, str] | None = None,
 ) -> dict[str, str]:
-    """Patient -> split. Earlier assignments are kept; new patients fill the largest deficit.
+    """Patient -> split, stratified by ``strata`` (patient -> label stratum).
 
     Every case of a patient lands in the same split, so no patient spans two splits, and a
-    patient never moves when the store grows.
+    patient never moves when the store grows (earlier assignments are kept). Within each
+    stratum new patients fill the largest deficit; with ``strata``, a stratum with at least one
+    patient per split reaches every split first, so each split holds every class the dataset
+    has enough patients of (without, the split is exactly the unstratified one).
     """
     previous = {p: s for p, s in (previous or {}).items() if s in SPLITS}
+    strata = strata or {}
     result = {p: previous[p] for p in patients if p in previous}
-    counts = {s: sum(1 for v in result.values() if v == s) for s in SPLITS}
-    for patient in sorted((p for p in set(patients) if p not in result), key=_patient_rank):
-        total = sum(counts.values()) + 1
-        split = max(SPLITS, key=lambda s: (fractions[s] * total - counts[s], -SPLITS.index(s)))
-        result[patient] = split
-        counts[split] += 1
+    by_stratum: dict[str, list[str]] = {}
+    for patient in sorted(set(patients), key=_patient_rank):
+        by_stratum.setdefault(strata.get(patient, ""), []).append(patient)
+    wanted = [s for s in SPLITS if fractions[s] > 0]
+    for members in by_stratum.values():
+        counts = {s: sum(1 for p in members if result.get(p) == s) for s in SPLITS}
+        spread = bool(strata) and len(members) >= len(wanted)
+        for patient in (p for p in members if p not in result):
+            total = sum(counts.values()) + 1
+            split = max(
+                SPLITS,
+                key=lambda s: (
+                    spread and s in wanted and counts[s] == 0,
+                    fractions[s] * total - counts[s],
+                    -SPLITS.index(s),
+                ),
+            )
+            result[patient] = split
+            counts[split] += 1
     return result
+
+
+def patient_strata(cases: list[dict[str, Any]], column: str | None) -> dict[str, str]:
+    """Patient -> stratum: the rarest value of ``column`` (fewest patients) among the
+    patient's cases, so a patient with one glaucomatous eye counts with the glaucoma patients
+    and the rare class is the one spread over every split."""
+    if column is None:
+        return {}
+    values: dict[str, set[str]] = {}
+    for case in cases:
+        labels = case.get("labels") if isinstance(case.get("labels"), dict) else {}
+        value = labels.get(column)
+        values.setdefault(str(case.get("patient")), set()).add("" if value is None else str(value))
+    patients_with: dict[str, int] = {}
+    for held in values.values():
+        for value in held:
+            patients_with[value] = patients_with.get(value, 0) + 1
+    return {p: min(held, key=lambda v: (patients_with[v], v)) for p, held in values.items()}
 
 
 def catalog_row(attrs: dict[str, Any], manifest: Manifest) -> dict[str, Any]:
@@ -99,7 +137,8 @@ def build_catalog(
     prev_splits: dict[str, str] = {}
     if previous is not None and len(previous):
         prev_splits = dict(zip(previous["patient"], previous["split"], strict=True))
-    splits = assign_splits([c["patient"] for c in cases], manifest.split, prev_splits)
+    strata = patient_strata(cases, manifest.split_stratify)
+    splits = assign_splits([c["patient"] for c in cases], manifest.split, prev_splits, strata)
     rows = [{**catalog_row(c, manifest), "split": splits[c["patient"]]} for c in cases]
     return pd.DataFrame(rows, columns=list(catalog_columns(manifest)))
 

@@ -8,6 +8,7 @@ these tests with the reason, and the pytest summary says so in one line (``conft
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 import uuid
@@ -57,6 +58,14 @@ def require_image(client: Any, image: str = RESEARCHER_IMAGE) -> str:
     return image
 
 
+def remove_host_firewall(network: dict[str, Any]) -> None:
+    """The hub's iptables chain for ``network``, where it made one (root only)."""
+    from mbc_hub.firewall import FirewallError, remove_host_firewall
+
+    with contextlib.suppress(FirewallError):  # no iptables here, so the hub made none
+        remove_host_firewall(network)
+
+
 def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
@@ -67,6 +76,7 @@ def remove_everything_on(client: Any, network: str) -> None:
         client.remove_container(container["Id"], force=True)
     for found in client.networks(names=[network]):
         if found["Name"] == network:
+            remove_host_firewall(client.inspect_network(found["Id"]))
             client.remove_network(found["Id"])
 
 
@@ -148,3 +158,74 @@ def fetch_from_network(client: Any, image: str, network: str, url: str) -> str:
         return client.logs(output["Id"]).decode()
     finally:
         client.remove_container(output["Id"], force=True)
+
+
+@contextmanager
+def host_listener(address: str) -> Iterator[int]:
+    """An HTTP server of the test on ``address`` (a free port; yields it), answering
+    ``host-listener``: what a service of the host listening there would be."""
+    import http.server
+    import threading
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - the http.server API
+            body = b"host-listener"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer((address, 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+#: The addresses of the veth pair :func:`network_namespace` makes (a /30 of the test's own).
+HOST_SIDE_ADDRESS, NAMESPACE_ADDRESS = "10.213.77.1", "10.213.77.2"
+
+
+@contextmanager
+def network_namespace() -> Iterator[Any]:
+    """A network namespace joined to the host by a veth pair (host side 10.213.77.1, its side
+    10.213.77.2, its default route through the host), so the host's addresses are reached
+    from a non-loopback address. Yields ``run(argv) -> stdout`` inside it."""
+    import shutil
+    import subprocess
+
+    if shutil.which("ip") is None or os.geteuid() != 0:
+        missing("network namespaces (iproute2, root)")
+    name = unique("mbc-test-ns")
+    host_if, ns_if = "v" + name[-8:] + "h", "v" + name[-8:] + "n"
+
+    def ip(*args: str) -> None:
+        subprocess.run(["ip", *args], check=True, capture_output=True)
+
+    ip("netns", "add", name)
+    try:
+        ip("link", "add", host_if, "type", "veth", "peer", "name", ns_if, "netns", name)
+        ip("addr", "add", f"{HOST_SIDE_ADDRESS}/30", "dev", host_if)
+        ip("link", "set", host_if, "up")
+        ip("-n", name, "addr", "add", f"{NAMESPACE_ADDRESS}/30", "dev", ns_if)
+        ip("-n", name, "link", "set", ns_if, "up")
+        ip("-n", name, "link", "set", "lo", "up")
+        ip("-n", name, "route", "add", "default", "via", HOST_SIDE_ADDRESS)
+
+        def run(argv: list[str]) -> str:
+            proc = subprocess.run(
+                ["ip", "netns", "exec", name, *argv], capture_output=True, text=True, timeout=120
+            )
+            assert proc.returncode == 0, proc.stderr
+            return proc.stdout
+
+        yield run
+    finally:
+        subprocess.run(["ip", "link", "del", host_if], capture_output=True)
+        subprocess.run(["ip", "netns", "del", name], capture_output=True)

@@ -119,6 +119,20 @@ def test_docker_spawner_receives_the_policy(tmp_path):
         MbcDockerSpawner._gpu_allocators.pop(cfg.gpus.devices)
     assert 'value="cpu" checked' in form and 'value="gpu"' in form and "1 of 1 GPUs free" in form
     assert spawner.options_from_form({"profile": ["gpu"]}) == {"profile": "gpu"}
+    for devices, offered in ((["0"], "disabled"), ([], "absent")):
+        allocator = GpuAllocator(devices)
+        if devices:  # bob holds the only GPU
+            asyncio.run(allocator.acquire("bob", 0))
+        MbcDockerSpawner._gpu_allocators[cfg.gpus.devices] = allocator
+        try:
+            form = asyncio.run(spawner.get_options_form())
+        finally:
+            MbcDockerSpawner._gpu_allocators.pop(cfg.gpus.devices)
+        assert 'value="cpu" checked' in form
+        if offered == "disabled":  # none free: shown, but it cannot be chosen
+            assert 'value="gpu" disabled' in form and "0 of 1 GPUs free" in form
+        else:  # none on this hub: not offered at all
+            assert 'value="gpu"' not in form and "GPUs free" not in form
 
     spawner.user_options = {"profile": "gpu"}
     plan = spawner.make_plan(spawner.chosen_profile(), gpu="0")

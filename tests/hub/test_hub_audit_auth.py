@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -122,6 +123,18 @@ def test_audit_log_survives_concurrent_writers(tmp_path):
     assert path.read_bytes().count(b"\n") == len(expected)
 
 
+def _handler(peer: str | None, client: str | None) -> SimpleNamespace:
+    """A request as tornado presents it behind ``xheaders``: the socket's peer address, and
+    ``remote_ip`` as X-Forwarded-For says."""
+    context = SimpleNamespace(_orig_remote_ip=peer)
+    return SimpleNamespace(
+        request=SimpleNamespace(remote_ip=client, connection=SimpleNamespace(context=context))
+    )
+
+
+LOOPBACK = _handler("127.0.0.1", "127.0.0.1")
+
+
 @pytest.mark.parametrize(
     ("url", "host"),
     [
@@ -140,13 +153,14 @@ def test_loopback_addresses_are_accepted(url, host, tmp_path):
     auth = DemoAuthenticator(
         parent=JupyterHub(bind_url=url), users_file=str(users), audit_log_path=str(audit)
     )
-    handler = SimpleNamespace(request=SimpleNamespace(remote_ip=host))
+    address = "127.0.0.1" if host == "localhost" else host
+    handler = _handler(address, address)
     user = asyncio.run(
         auth.get_authenticated_user(handler, {"username": "alice", "password": "pa55"})
     )
     assert user["name"] == "alice" and user["groups"] == ["ophthalmology"]
     (login,) = read_audit(audit)
-    assert (login["event"], login["user"], login["remote_ip"]) == ("login", "alice", host)
+    assert (login["event"], login["user"], login["remote_ip"]) == ("login", "alice", address)
 
 
 @pytest.mark.parametrize(
@@ -183,14 +197,45 @@ def test_demo_login_checks_password_and_sets_groups(tmp_path):
         audit_log_path=str(tmp_path / "audit.jsonl"),
     )
     assert auth.manage_groups
-    ok = asyncio.run(auth.authenticate(None, {"username": "alice", "password": "pa55"}))
+    ok = asyncio.run(auth.authenticate(LOOPBACK, {"username": "alice", "password": "pa55"}))
     assert ok == {"name": "alice", "groups": ["ophthalmology"], "admin": False}
-    admin = asyncio.run(auth.authenticate(None, {"username": "carol", "password": "pc"}))
+    admin = asyncio.run(auth.authenticate(LOOPBACK, {"username": "carol", "password": "pc"}))
     assert admin["admin"] is True
-    assert asyncio.run(auth.authenticate(None, {"username": "alice", "password": "x"})) is None
-    assert asyncio.run(auth.authenticate(None, {"username": "eve", "password": "x"})) is None
+    assert asyncio.run(auth.authenticate(LOOPBACK, {"username": "alice", "password": "x"})) is None
+    assert asyncio.run(auth.authenticate(LOOPBACK, {"username": "eve", "password": "x"})) is None
     refusals = read_audit(tmp_path / "audit.jsonl")
     assert [(e["event"], e["user"]) for e in refusals] == [("refusal", "alice"), ("refusal", "eve")]
+
+
+@pytest.mark.parametrize(
+    ("peer", "client"),
+    [
+        ("172.18.0.5", "127.0.0.1"),  # a container on the hub API, X-Forwarded-For forged
+        ("172.18.0.5", "172.18.0.5"),  # a container on the hub API
+        ("127.0.0.1", "192.0.2.7"),  # through the proxy, from another machine
+        ("10.200.0.2", None),
+        (None, None),  # no request at all
+    ],
+)
+def test_demo_login_is_refused_unless_it_arrives_over_loopback(tmp_path, peer, client):
+    users = tmp_path / "users.yaml"
+    users.write_text("users:\n  alice: {password: pa55, groups: [ophthalmology]}\n")
+    audit = tmp_path / "audit.jsonl"
+    auth = DemoAuthenticator(
+        parent=JupyterHub(bind_url="http://127.0.0.1:8000"),
+        users_file=str(users),
+        audit_log_path=str(audit),
+    )
+    handler = _handler(peer, client)
+    login = {"username": "alice", "password": "pa55"}
+    assert asyncio.run(auth.authenticate(handler, login)) is None
+    (refusal,) = read_audit(audit)
+    assert refusal["reason"] == "demo login off loopback"
+    assert (refusal["peer"], refusal["client"]) == (peer, client)
+    assert asyncio.run(auth.authenticate(_handler("::1", "::1"), login))["name"] == "alice"
+    # the proxy beside the hub may connect from another address of this machine
+    own = socket.gethostbyname(socket.gethostname())
+    assert asyncio.run(auth.authenticate(_handler(own, "127.0.0.1"), login))["name"] == "alice"
 
 
 def test_oidc_settings_build_a_generic_oauthenticator(tmp_path):

@@ -10,6 +10,7 @@ import stat
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 import requests
@@ -23,7 +24,6 @@ from .hub_helpers import (
     free_port,
     login,
     start_server,
-    stop_server,
     user_token,
     wait_for,
 )
@@ -86,7 +86,7 @@ def test_mbc_demo_serves_the_hub_and_prints_url_and_logins(tmp_path, hub_store, 
     }
     if spawner == "docker":
         client = engine()
-        settings["hub"]["hub_bind_url"] = f"http://0.0.0.0:{free_port()}"
+        settings["hub"]["hub_bind_url"] = "http://{gateway}:" + str(free_port())
         settings["docker"] = {
             "image": require_image(client),
             "network": unique("mbc-test-demo"),
@@ -135,13 +135,61 @@ def test_mbc_demo_serves_the_hub_and_prints_url_and_logins(tmp_path, hub_store, 
             network = settings["docker"]["network"]
             (container,) = client.containers(filters={"network": network})
             assert container["Image"] == settings["docker"]["image"]
-            stop_server(url, "alice", token)
+            # left running: Ctrl-C must stop it
     finally:
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=60) == 130
+        assert proc.wait(timeout=90) == 130
         reader.join(timeout=10)
         if spawner == "docker":
-            remove_everything_on(client, settings["docker"]["network"])
-            remove_volumes(client, settings["docker"]["home_volume"].split("{")[0])
+            network = settings["docker"]["network"]
+            left = client.containers(all=True, filters={"network": network})
+            networks = [n for n in client.networks(names=[network]) if n["Name"] == network]
+            prefix = settings["docker"]["home_volume"].split("{")[0]
+            homes = [
+                v["Name"]
+                for v in (client.volumes() or {}).get("Volumes") or []
+                if v["Name"].startswith(prefix)
+            ]
+            remove_everything_on(client, network)
+            remove_volumes(client, prefix)
+            # Ctrl-C stopped what the demo started (alice's container, the network), not homes
+            assert left == [] and networks == [], (left, networks)
+            assert homes == [prefix + "alice"]
     with pytest.raises(requests.ConnectionError):
         requests.get(f"http://127.0.0.1:{port}/hub/health", timeout=5)
+
+
+def test_demo_asks_the_proxy_only_once_the_hub_is_running():
+    """Issue 10: the proxy printed a red 404 for /hub/health on every start, asked before the
+    hub had added its route. The demo waits for the hub's running line first."""
+    import http.server
+
+    from mbc_lib.demo import wait_until_up
+
+    asked = []
+
+    class Health(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - the http.server API
+            asked.append(self.path)
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Health)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    hub = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    running = threading.Event()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        waiter = threading.Thread(target=wait_until_up, args=(url, hub, running, 20))
+        waiter.start()
+        time.sleep(1.5)
+        assert asked == []  # not before the hub says it runs
+        running.set()
+        waiter.join(timeout=10)
+        assert asked == ["/hub/health"]
+    finally:
+        hub.kill()
+        server.shutdown()

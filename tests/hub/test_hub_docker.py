@@ -12,6 +12,8 @@ from __future__ import annotations
 import ast
 import json
 import re
+import subprocess
+import sys
 
 import pytest
 import requests
@@ -19,9 +21,12 @@ from mbc_hub.audit import read_audit
 
 from .conftest import DEMO_USERS
 from .docker_helpers import (
+    NAMESPACE_ADDRESS,
     engine,
     fetch_from_network,
+    host_listener,
     missing,
+    network_namespace,
     remove_everything_on,
     remove_volumes,
     require_image,
@@ -98,8 +103,13 @@ print(json.dumps({
     "docker_socket": os.path.exists("/var/run/docker.sock"),
     "notebooks": sorted(os.listdir(os.path.expanduser("~/notebooks"))),
     "gpu_env": os.environ.get("NVIDIA_VISIBLE_DEVICES"),
+    "env": sorted(os.environ),
 }))
 """
+
+#: What the hub passes into a researcher's container (besides what the image sets): the
+#: singleuser server's own JUPYTERHUB_* settings and mbc's three. Nothing of the hub's config.
+PASSED_ENV = {"MBC_STORE", "MBC_DATASETS", "MBC_PROFILE"}
 
 
 @pytest.fixture(scope="module")
@@ -119,10 +129,11 @@ def docker_hub(tmp_path_factory, client, image, hub_store):
     network = unique("mbc-test-internal")
     volumes = unique("mbc-test-home")
     users = write_users(work / "demo-users.yaml", DEMO_USERS)
+    api_port = free_port()
     hub = HubProcess(
         work,
         {
-            "hub": {"hub_bind_url": f"http://0.0.0.0:{free_port()}"},
+            "hub": {"hub_bind_url": "http://{gateway}:" + str(api_port)},
             "spawner": {"mode": "docker", "start_timeout": 120, "http_timeout": 120},
             "auth": {"mode": "demo", "demo": {"users_file": str(users)}},
             "store": {"host_path": str(hub_store)},
@@ -137,7 +148,7 @@ def docker_hub(tmp_path_factory, client, image, hub_store):
             "culler": {"enabled": False},
         },
     )
-    hub.network, hub.volume_prefix = network, volumes
+    hub.network, hub.volume_prefix, hub.api_port = network, volumes, api_port
     hub.start()
     try:
         yield hub
@@ -193,6 +204,12 @@ def test_two_groups_get_containers_with_only_their_datasets_read_only(
     try:
         alice = inside(docker_hub, "alice", tokens["alice"])
         bob = inside(docker_hub, "bob", tokens["bob"])
+        notification = requests.get(
+            f"{docker_hub.url}/user/alice/lab/api/settings/"
+            "@jupyterlab/apputils-extension:notification",
+            headers=auth(tokens["alice"]),
+            timeout=30,
+        )
     finally:
         stop_server(docker_hub.url, "alice", tokens["alice"])
         stop_server(docker_hub.url, "bob", tokens["bob"])
@@ -208,7 +225,17 @@ def test_two_groups_get_containers_with_only_their_datasets_read_only(
         assert seen["root_write"] == "EACCES"  # and nothing can be planted beside them
         assert "00_getting_started.ipynb" in seen["notebooks"]
         assert seen["gpu_env"] is None
+        image_env = {"PATH", "HOME", "SHELL", "MBC_NOTEBOOKS", "SSL_CERT_FILE", "PIP_CERT"}
+        passed = {k for k in seen["env"] if not k.startswith(("JUPYTERHUB_", "JPY_"))}
+        extra = passed - PASSED_ENV - image_env - {"REQUESTS_CA_BUNDLE", "HOSTNAME"}
+        assert not {k for k in extra if k.startswith(("MBC_", "DOCKER", "CONFIGPROXY"))}, extra
+        assert passed >= PASSED_ENV
     assert not list(hub_store.rglob("planted.txt"))
+    # JupyterLab is told by the image not to ask for news or updates (no route out)
+    assert notification.status_code == 200, notification.text
+    defaults = notification.json()["schema"]["properties"]
+    assert defaults["fetchNews"]["default"] == "false"
+    assert defaults["checkForUpdates"]["default"] is False
 
     spawns = [e for e in read_audit(docker_hub.audit_path) if e["event"] == "spawn"]
     alice_spawn = next(e for e in spawns if e["user"] == "alice")
@@ -268,6 +295,89 @@ def test_container_cannot_reach_a_server_on_another_network(docker_hub, tokens, 
             stop_server(docker_hub.url, "bob", tokens["bob"])
     assert out.startswith("unreachable"), out
     assert sentinel["page"] not in out
+
+
+#: Logs in through the hub's form as a browser would, once plainly and once with a forged
+#: X-Forwarded-For; prints the status and whether a login cookie came back for each.
+LOGIN_PROBE = """
+import json, re, requests
+url, password = {url!r}, {password!r}
+out = {{}}
+for name, headers in (("plain", {{}}), ("forged", {{"X-Forwarded-For": "127.0.0.1"}})):
+    s = requests.Session()
+    page = s.get(url + "/hub/login", headers=headers, timeout=10)
+    xsrf = re.search('name="_xsrf" value="([^"]+)"', page.text).group(1)
+    reply = s.post(url + "/hub/login?next=/hub/home", headers=headers, timeout=30,
+                   data={{"username": "alice", "password": password, "_xsrf": xsrf}},
+                   allow_redirects=False)
+    out[name] = [reply.status_code, "jupyterhub-hub-login" in s.cookies]
+print(json.dumps(out))
+"""
+
+#: From a kernel: a TCP connection to each target, and the hub API, as JSON.
+REACH_PROBE = """
+import json, os, socket, urllib.request
+out = {{}}
+for name, host, port in {targets!r}:
+    try:
+        socket.create_connection((host, port), timeout=4).close()
+        out[name] = "connected"
+    except OSError as exc:
+        out[name] = type(exc).__name__
+hub = urllib.request.urlopen(os.environ["JUPYTERHUB_API_URL"] + "/", timeout=10)
+out["hub_api"] = [hub.status, json.load(hub)["version"]]
+print(json.dumps(out))
+"""
+
+
+def test_researchers_reach_the_hub_api_and_nothing_else_and_cannot_log_in(
+    docker_hub, tokens, client
+):
+    """As Zero to JupyterHub's network policy: a kernel talks to the hub API, not to another
+    researcher's server nor any other port of the host; and the demo login, which the hub
+    API's port would otherwise serve to containers, answers only over loopback."""
+    network = client.inspect_network(docker_hub.network)
+    gateway = network["IPAM"]["Config"][0]["Gateway"]
+    api = f"http://{gateway}:{docker_hub.api_port}"
+    password = DEMO_USERS["alice"]["password"]
+    for name in ("alice", "bob"):
+        start_server(docker_hub.url, name, tokens[name], timeout=150)
+    try:
+        bob = container_of(client, docker_hub, "bob")
+        bob_ip = bob["NetworkSettings"]["Networks"][docker_hub.network]["IPAddress"]
+        with host_listener(gateway) as port:
+            # the targets answer: the host reaches the listener and bob's server
+            assert requests.get(f"http://{gateway}:{port}/", timeout=5).text == "host-listener"
+            assert requests.get(f"http://{bob_ip}:8888/", timeout=5).status_code < 500
+            targets = [("host_port", gateway, port), ("bob_server", bob_ip, 8888)]
+            out = json.loads(
+                run_in_kernel(
+                    docker_hub.url, "alice", tokens["alice"], REACH_PROBE.format(targets=targets)
+                )
+            )
+        assert out["host_port"] == "ConnectionRefusedError", out
+        assert out["bob_server"] in ("TimeoutError", "timeout"), out
+        assert out["hub_api"][0] == 200, out
+        # the demo login, from alice's container to the hub API's port: refused
+        probe = LOGIN_PROBE.format(url=api, password=password)
+        from_container = json.loads(run_in_kernel(docker_hub.url, "alice", tokens["alice"], probe))
+    finally:
+        for name in ("alice", "bob"):
+            stop_server(docker_hub.url, name, tokens[name])
+    assert from_container == {"plain": [403, False], "forged": [403, False]}, from_container
+    # ... and from a non-loopback address of a namespace made here
+    with network_namespace() as run_inside:
+        from_namespace = json.loads(run_inside([sys.executable, "-c", probe]))
+    assert from_namespace == {"plain": [403, False], "forged": [403, False]}, from_namespace
+    # ... while the same probe through the proxy on loopback logs in
+    on_loopback = LOGIN_PROBE.format(url=docker_hub.url, password=password)
+    local = subprocess.run([sys.executable, "-c", on_loopback], capture_output=True, text=True)
+    assert json.loads(local.stdout)["plain"] == [302, True], local.stdout + local.stderr
+    refusals = [
+        e for e in read_audit(docker_hub.audit_path) if e.get("reason") == "demo login off loopback"
+    ]
+    assert len(refusals) >= 4
+    assert {e["peer"] for e in refusals} >= {NAMESPACE_ADDRESS}
 
 
 def test_gpu_servers_get_distinct_devices_a_third_is_refused_and_stop_frees(

@@ -201,3 +201,25 @@ def test_swarm_specs(cfg, groups_of):
         **specs["extra_container_spec"],
     )
     docker.types.Resources(**specs["extra_resources_spec"])
+
+
+def test_lab_settings_are_the_same_in_local_homes_and_in_the_image(tmp_path):
+    """JupyterLab is told not to fetch news or check for updates in both kinds of server: the
+    local spawner writes them as user settings, the researcher image as admin overrides."""
+    import json
+
+    from mbc_hub.homes import LAB_SETTINGS, write_lab_settings
+
+    image = Path(__file__).resolve().parents[2] / "images" / "researcher" / "overrides.json"
+    overrides = json.loads(image.read_text())
+    user_settings = {
+        name.replace(".jupyterlab-settings", "").replace("-extension/", "-extension:"): value
+        for name, value in LAB_SETTINGS.items()
+    }
+    assert overrides == user_settings
+    assert overrides["@jupyterlab/apputils-extension:notification"]["fetchNews"] == "false"
+    (written,) = write_lab_settings(tmp_path)
+    assert (
+        json.loads(written.read_text())
+        == LAB_SETTINGS[str(written.relative_to(tmp_path / ".jupyter" / "lab" / "user-settings"))]
+    )
