@@ -7,6 +7,9 @@ import tempfile
 from pathlib import Path
 
 import pytest
+import requests
+
+from .hub_helpers import auth, login, stop_server, user_token
 
 pytestmark = pytest.mark.slow
 
@@ -74,6 +77,24 @@ def _lab_settings(home: Path) -> None:
 def test_researcher_runs_the_getting_started_notebook_in_the_browser(
     demo_hub, browser, tmp_path, user
 ):
+    from .conftest import DEMO_USERS
+
+    home = demo_hub.data_dir / "homes" / user
+    _lab_settings(home)
+    try:
+        _run_notebook(demo_hub, browser, tmp_path, user, home)
+    finally:  # the hub is shared by the session's tests: stop the server started here
+        session, _ = login(demo_hub.url, user, DEMO_USERS[user]["password"])
+        token = user_token(session, demo_hub.url, user)
+        if (
+            requests.get(f"{demo_hub.url}/hub/api/users/{user}", headers=auth(token), timeout=10)
+            .json()
+            .get("servers", {})
+        ):
+            stop_server(demo_hub.url, user, token)
+
+
+def _run_notebook(demo_hub, browser, tmp_path: Path, user: str, home: Path) -> None:
     from selenium.common.exceptions import TimeoutException
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
@@ -82,8 +103,6 @@ def test_researcher_runs_the_getting_started_notebook_in_the_browser(
 
     from .conftest import DEMO_USERS
 
-    home = demo_hub.data_dir / "homes" / user
-    _lab_settings(home)
     wait = WebDriverWait(browser, 90)
     browser.get(f"{demo_hub.url}/hub/login")
     browser.find_element(By.ID, "username_input").send_keys(user)
