@@ -71,3 +71,32 @@ def dicom_instance(sop_class: str, study: str, series: str, frame: str) -> Datas
     ds.SOPClassUID, ds.SOPInstanceUID = sop_class, meta.MediaStorageSOPInstanceUID
     ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study, series, frame
     return ds
+
+
+def identified_seg(
+    source_images: list[Dataset],
+    pixel_array: object,
+    segments: list,
+    *,
+    series_number: int,
+    manufacturer: str,
+) -> Dataset:
+    """A binary DICOM-SEG of ``source_images`` as highdicom writes it, carrying identifying
+    device and person fields (the serial number, the content creator) as sites' SEGs do."""
+    import highdicom as hd
+
+    return hd.seg.Segmentation(
+        source_images=source_images,
+        pixel_array=pixel_array,
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=segments,
+        series_instance_uid=hd.UID(),
+        series_number=series_number,
+        sop_instance_uid=hd.UID(),
+        instance_number=1,
+        manufacturer=manufacturer,
+        manufacturer_model_name="SegTool",
+        software_versions="1.0",
+        device_serial_number="SN-4711",
+        content_creator_name="Doe^Jane",
+    )

@@ -17,7 +17,7 @@ import highdicom as hd
 import numpy as np
 import pydicom
 import pytest
-from conftest import dicom_instance
+from conftest import dicom_instance, identified_seg
 from pydicom.data import get_testdata_file, get_testdata_files
 from pydicom.datadict import DicomDictionary
 from pydicom.dataset import Dataset
@@ -87,20 +87,8 @@ def _seg(dst: Path) -> None:
         segmented_property_type=codes.SCT.Neoplasm,
         algorithm_type=hd.seg.SegmentAlgorithmTypeValues.MANUAL,
     )
-    seg = hd.seg.Segmentation(
-        source_images=[ct],
-        pixel_array=mask,
-        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-        segment_descriptions=[segment],
-        series_instance_uid=hd.UID(),
-        series_number=99,
-        sop_instance_uid=hd.UID(),
-        instance_number=1,
-        manufacturer="General Hospital Radiology",
-        manufacturer_model_name="SegTool",
-        software_versions="1.0",
-        device_serial_number="SN-4711",
-        content_creator_name="Doe^Jane",
+    seg = identified_seg(
+        [ct], mask, [segment], series_number=99, manufacturer="General Hospital Radiology"
     )
     _save(seg, dst / "seg-highdicom.dcm")
 

@@ -18,7 +18,7 @@ import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
-from conftest import dicom_instance, run_mbc
+from conftest import dicom_instance, identified_seg, run_mbc
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
@@ -122,20 +122,8 @@ def _seg(path: Path, slices: list[Dataset], mask: np.ndarray, names: tuple[str, 
         for n, name in enumerate(names)
     ]
     pixels = np.stack([mask == 2, mask == 3], axis=-1)
-    seg = hd.seg.Segmentation(
-        source_images=slices,
-        pixel_array=pixels,
-        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-        segment_descriptions=segments,
-        series_instance_uid=hd.UID(),
-        series_number=90,
-        sop_instance_uid=hd.UID(),
-        instance_number=1,
-        manufacturer="General Hospital",
-        manufacturer_model_name="SegTool",
-        software_versions="1.0",
-        device_serial_number="SN-4711",
-        content_creator_name="Doe^Jane",
+    seg = identified_seg(
+        slices, pixels, segments, series_number=90, manufacturer="General Hospital"
     )
     seg.save_as(path)
 

@@ -10,7 +10,7 @@ import stat
 import subprocess
 import sys
 import threading
-import time
+from subprocess import PIPE
 
 import pytest
 import requests
@@ -177,19 +177,32 @@ def test_demo_asks_the_proxy_only_once_the_hub_is_running():
         def log_message(self, *args) -> None:
             pass
 
+    class Watched(threading.Event):
+        """The hub's running flag, counting how often the demo has looked at it."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.looks = threading.Semaphore(0)
+
+        def wait(self, timeout: float | None = None) -> bool:
+            self.looks.release()
+            return super().wait(timeout)
+
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Health)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    hub = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
-    running = threading.Event()
+    # a stand-in for the hub's process: alive until the test ends it
+    hub = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=PIPE)
+    running = Watched()
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}"
         waiter = threading.Thread(target=wait_until_up, args=(url, hub, running, 20))
         waiter.start()
-        time.sleep(1.5)
+        for _ in range(3):  # the demo has looked at the flag three times, and asked nothing
+            assert running.looks.acquire(timeout=10), "the demo does not wait on the hub"
         assert asked == []  # not before the hub says it runs
         running.set()
         waiter.join(timeout=10)
-        assert asked == ["/hub/health"]
+        assert not waiter.is_alive() and asked == ["/hub/health"]
     finally:
         hub.kill()
         server.shutdown()
