@@ -12,7 +12,7 @@ Starts a real hub (demo login, docker mode, the researcher image already built b
 Prints a table and, on the last line, JSON with ``spawn_ready_s_median`` and
 ``concurrent20_all_ready_s`` (goals on 2 cores: under 5 s and under 60 s).
 
-    python benchmarks/spawn.py [--repeat 5] [--concurrent 20]
+    python -m benchmarks.spawn [--repeat 5] [--concurrent 20]   # from the checkout
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -29,16 +28,13 @@ from pathlib import Path
 
 import requests
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "hub")]
-
-from tests.hub.docker_helpers import (  # noqa: E402
+from tests.hub.docker_helpers import (
     RESEARCHER_IMAGE,
     remove_everything_on,
     remove_volumes,
     unique,
 )
-from tests.hub.hub_helpers import (  # noqa: E402
+from tests.hub.hub_helpers import (
     HubProcess,
     auth,
     free_port,
@@ -131,22 +127,22 @@ def main() -> None:
         hub = HubProcess(
             work / "hub",
             {
-                "hub": {"hub_bind_url": f"http://0.0.0.0:{free_port()}"},
-                "spawner": {"mode": "docker", "start_timeout": 300, "http_timeout": 300},
-                "auth": {
-                    "mode": "demo",
-                    "demo": {"users_file": str(write_users(work / "users.yaml", users))},
-                },
-                "store": {"host_path": str(store)},
-                "docker": {
+                "MbcPlatform": {"spawner": "docker"},
+                "JupyterHub": {"hub_bind_url": f"http://0.0.0.0:{free_port()}"},
+                "Spawner": {"start_timeout": 300, "http_timeout": 300},
+                "DemoAuthenticator": {"users_file": str(write_users(work / "users.yaml", users))},
+                "MbcStore": {"path": str(store)},
+                "DockerSpawner": {
                     "image": args.image,
-                    "network": network,
-                    "home_volume": volumes + "-{username}",
+                    "network_name": network,
                     "pull_policy": "never",
                 },
-                "gpus": {"devices": "none"},
-                "profiles": [PROFILE],
-                "culler": {"enabled": False},
+                "MbcContainerSpawner": {
+                    "home_volume": volumes + "-{username}",
+                    "profiles": [PROFILE],
+                },
+                "GpuAllocator": {"devices": "none"},
+                "IdleCuller": {"enabled": False},
             },
         )
         try:

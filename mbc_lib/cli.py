@@ -142,7 +142,10 @@ def _cmd_catalog(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    try:
+        from mbc_hub.demo import run_demo
+    except ImportError as exc:
+        raise MbcError(f"mbc demo needs the hub: pip install 'mbc[hub]' ({exc})") from None
 
     return run_demo(Path(args.workdir), args.bind, args.spawner)
 

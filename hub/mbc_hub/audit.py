@@ -9,11 +9,14 @@ from __future__ import annotations
 import json
 import os
 import re
-import threading
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from traitlets.config import Configurable
+
+from .traits import AbsolutePath
 
 EVENTS = ("login", "spawn", "stop", "refusal")
 _SECRET_KEY = re.compile(r"pass(word)?|token|secret|auth_state|cookie|api_key", re.IGNORECASE)
@@ -31,7 +34,7 @@ def scrub(value: Any) -> Any:
     return str(value)
 
 
-class AuditLog:
+class AuditLog(Configurable):
     """Appends audit events to a JSON-lines file that threads and processes may share.
 
     Each line goes out in one ``write(2)`` on a descriptor opened with ``O_APPEND``: on a local
@@ -42,8 +45,22 @@ class AuditLog:
     instead of leaving half a line unnoticed.
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(path)
+    path = AbsolutePath(
+        "{data_dir}/audit.jsonl",
+        help="The audit log: JSON lines of logins, spawns, stops and refusals, written by the "
+        "hub's authenticator and spawners.",
+    ).tag(config=True)
+
+    def __init__(self, path: str | os.PathLike[str] | None = None, **kwargs: Any) -> None:
+        if path is not None:
+            kwargs["path"] = str(path)
+        super().__init__(**kwargs)
+
+    @property
+    def file(self) -> Path:
+        from .platform import resolve_path
+
+        return resolve_path(self.path, self.config)
 
     def record(self, event: str, user: str | None, **details: Any) -> dict[str, Any]:
         """Append one event and return the line written (as a dict)."""
@@ -56,28 +73,15 @@ class AuditLog:
             **scrub(details),
         }
         data = (json.dumps(line, sort_keys=False, separators=(",", ":")) + "\n").encode()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+        self.file.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
         try:
             written = os.write(fd, data)
         finally:
             os.close(fd)
         if written != len(data):
-            raise OSError(f"audit log {self.path}: wrote {written} of {len(data)} bytes")
+            raise OSError(f"audit log {self.file}: wrote {written} of {len(data)} bytes")
         return line
-
-
-_logs: dict[Path, AuditLog] = {}
-_logs_lock = threading.Lock()
-
-
-def audit_log(path: str | os.PathLike[str]) -> AuditLog:
-    """The process-wide :class:`AuditLog` for ``path`` (one object per file)."""
-    key = Path(path).absolute()
-    with _logs_lock:
-        if key not in _logs:
-            _logs[key] = AuditLog(key)
-        return _logs[key]
 
 
 def read_audit(path: str | os.PathLike[str]) -> list[dict[str, Any]]:

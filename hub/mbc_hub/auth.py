@@ -17,10 +17,12 @@ from urllib.parse import urlparse
 import yaml
 from jupyterhub.auth import Authenticator
 from oauthenticator.generic import GenericOAuthenticator
-from traitlets import Unicode, default
+from traitlets import Bool, Set, default
 
-from .audit import audit_log
-from .config import PlatformConfig, is_loopback_url
+from .audit import AuditLog
+from .platform import is_loopback_url, resolve_path, url_with_scheme
+from .store import MbcStore
+from .traits import AbsolutePath
 
 
 class LoopbackOnlyError(RuntimeError):
@@ -35,7 +37,7 @@ def require_loopback(bind_url: str) -> str:
             f"the demo login serves only loopback addresses; the hub binds {bind_url}. "
             "Bind it to 127.0.0.1 or use auth mode 'oidc'."
         )
-    return urlparse(bind_url if "://" in bind_url else f"http://{bind_url}").hostname or ""
+    return urlparse(url_with_scheme(bind_url)).hostname or ""
 
 
 def read_demo_users(path: Path) -> dict[str, dict[str, Any]]:
@@ -113,28 +115,26 @@ def from_loopback(handler: Any) -> bool:
 
 async def _audit_login(authenticator: Any, handler: Any, authentication: dict) -> dict:
     """post_auth_hook: one audit line per successful login."""
-    if authenticator.audit_log_path:
-        audit_log(authenticator.audit_log_path).record(
-            "login",
-            authentication["name"],
-            groups=sorted(authentication.get("groups") or []),
-            admin=bool(authentication.get("admin")),
-            via=type(authenticator).__name__,
-            remote_ip=getattr(getattr(handler, "request", None), "remote_ip", None),
-        )
+    AuditLog(parent=authenticator).record(
+        "login",
+        authentication["name"],
+        groups=sorted(authentication.get("groups") or []),
+        admin=bool(authentication.get("admin")),
+        via=type(authenticator).__name__,
+        remote_ip=getattr(getattr(handler, "request", None), "remote_ip", None),
+    )
     return authentication
 
 
 def _audit_refusal(authenticator: Any, handler: Any, user: str | None, reason: str, **kw) -> None:
-    if authenticator.audit_log_path:
-        audit_log(authenticator.audit_log_path).record(
-            "refusal",
-            user,
-            action="login",
-            reason=reason,
-            remote_ip=getattr(getattr(handler, "request", None), "remote_ip", None),
-            **kw,
-        )
+    AuditLog(parent=authenticator).record(
+        "refusal",
+        user,
+        action="login",
+        reason=reason,
+        remote_ip=getattr(getattr(handler, "request", None), "remote_ip", None),
+        **kw,
+    )
 
 
 class DemoAuthenticator(Authenticator):
@@ -144,15 +144,18 @@ class DemoAuthenticator(Authenticator):
     that does not arrive over loopback from a loopback client (:func:`from_loopback`), so a
     researcher's container that reaches the hub API cannot log in with the demo passwords."""
 
-    users_file = Unicode(help="YAML file: users: {name: {password, groups, admin}}").tag(
+    users_file = AbsolutePath(
+        "{data_dir}/demo-users.yaml",
+        help="The demo logins (YAML: users: {name: {password, groups, admin}}); `mbc demo` "
+        "writes it. Environment: MBC_DEMO_USERS_FILE.",
+    ).tag(config=True)
+    admin_groups = Set({"mbc-admins"}, help="Members of these groups are hub admins.").tag(
         config=True
     )
-    admin_group = Unicode("", help="members of this group are hub admins").tag(config=True)
-    audit_log_path = Unicode("", help="JSON-lines audit log (empty: none)").tag(config=True)
 
     @default("manage_groups")
     def _manage_groups_default(self) -> bool:
-        return True
+        return True  # the users file says who is in which group
 
     @default("allow_all")
     def _allow_all_default(self) -> bool:
@@ -180,7 +183,7 @@ class DemoAuthenticator(Authenticator):
                 self, handler, name or None, "demo login off loopback", peer=peer, client=client
             )
             return None
-        users = read_demo_users(Path(self.users_file))
+        users = read_demo_users(resolve_path(self.users_file, self.config))
         spec = users.get(name)
         if spec is None or not hmac.compare_digest(spec["password"].encode(), password.encode()):
             _audit_refusal(self, handler, name or None, "wrong user name or password")
@@ -189,14 +192,23 @@ class DemoAuthenticator(Authenticator):
         return {
             "name": name,
             "groups": groups,
-            "admin": spec["admin"] or (bool(self.admin_group) and self.admin_group in groups),
+            "admin": spec["admin"] or bool(self.admin_groups & set(groups)),
         }
 
 
 class MbcOAuthenticator(GenericOAuthenticator):
-    """GenericOAuthenticator that audits logins and says clearly why it refuses someone."""
+    """GenericOAuthenticator that lets in the groups the store's datasets name, audits logins
+    and says clearly why it refuses someone."""
 
-    audit_log_path = Unicode("", help="JSON-lines audit log (empty: none)").tag(config=True)
+    allow_store_groups = Bool(
+        True,
+        help="Members of a group that a dataset of the store names may log in (read from the "
+        "store's manifests at each login), besides allowed_groups and admin_groups.",
+    ).tag(config=True)
+
+    def store_groups(self) -> set[str]:
+        """The groups the datasets of the store name."""
+        return set(MbcStore(parent=self).dataset_groups().values())
 
     @default("post_auth_hook")
     def _post_auth_hook_default(self):
@@ -204,16 +216,23 @@ class MbcOAuthenticator(GenericOAuthenticator):
 
     @default("custom_403_message")
     def _custom_403_default(self) -> str:
-        groups = ", ".join(sorted(self.allowed_groups)) or "none configured"
+        groups = ", ".join(sorted(self.allowed_group_names())) or "none configured"
         return (
             "You signed in, but your account is not in a group that may use this hub "
             f"(allowed groups: {groups}). Ask your society's data steward for access."
         )
 
+    def allowed_group_names(self) -> set[str]:
+        """Every group whose members may log in."""
+        groups = set(self.allowed_groups) | set(self.admin_groups)
+        return groups | self.store_groups() if self.allow_store_groups else groups
+
     async def check_allowed(self, username: str, auth_model: dict | None) -> bool:
         allowed = super().check_allowed(username, auth_model)
         if isawaitable(allowed):
             allowed = await allowed
+        if not allowed and auth_model is not None and self.allow_store_groups:
+            allowed = bool(set(auth_model.get("groups") or []) & self.store_groups())
         if not allowed and auth_model is not None:
             _audit_refusal(
                 self,
@@ -221,40 +240,6 @@ class MbcOAuthenticator(GenericOAuthenticator):
                 username,
                 "not in an allowed group",
                 groups=sorted(auth_model.get("groups") or []),
-                allowed_groups=sorted(self.allowed_groups),
+                allowed_groups=sorted(self.allowed_group_names()),
             )
         return bool(allowed)
-
-
-def oidc_traits(cfg: PlatformConfig, allowed_groups: set[str]) -> dict[str, Any]:
-    """The traits of :class:`MbcOAuthenticator` for the platform's OIDC settings."""
-    oidc = cfg.auth.oidc
-    return {
-        "client_id": oidc.client_id,
-        "client_secret": oidc.client_secret,
-        "oauth_callback_url": oidc.callback_url,
-        "authorize_url": oidc.authorize_url,
-        "token_url": oidc.token_url,
-        "userdata_url": oidc.userdata_url,
-        "scope": list(oidc.scope),
-        "username_claim": oidc.username_claim,
-        "login_service": oidc.login_service,
-        "validate_server_cert": oidc.validate_server_cert,
-        "manage_groups": True,
-        "auth_state_groups_key": f"oauth_user.{oidc.groups_claim}",
-        "admin_groups": {cfg.auth.admin_group},
-        "allowed_groups": set(allowed_groups),
-        "admin_users": set(cfg.hub.admin_users),
-        "audit_log_path": str(cfg.audit_path),
-    }
-
-
-def demo_traits(cfg: PlatformConfig) -> dict[str, Any]:
-    """The traits of :class:`DemoAuthenticator`."""
-    require_loopback(cfg.hub.bind_url)
-    return {
-        "users_file": str(cfg.auth.demo_users_file),
-        "admin_group": cfg.auth.admin_group,
-        "admin_users": set(cfg.hub.admin_users),
-        "audit_log_path": str(cfg.audit_path),
-    }

@@ -17,7 +17,7 @@ import shutil
 import subprocess
 from typing import Any
 
-from .config import PlatformConfigError
+from .platform import PlatformConfigError
 from .policy import BRIDGE_NAME_OPTION
 
 

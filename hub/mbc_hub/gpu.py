@@ -1,6 +1,6 @@
 """GPU allocation: one GPU per researcher's server, by device id.
 
-The inventory comes from the platform config or from ``nvidia-smi``. A server gets one free id
+The inventory comes from ``GpuAllocator.devices`` or from ``nvidia-smi``. A server gets one free id
 (Docker ``DeviceRequest(device_ids=[id])``), gives it back when it stops, and after a hub restart
 the allocator is rebuilt from the running containers' labels (or their DeviceRequests).
 """
@@ -14,6 +14,11 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
+
+from traitlets import Float
+from traitlets.config import Configurable
+
+from .traits import GpuDevices
 
 #: container labels the spawner sets; the allocator rebuilds from them
 OWNER_LABEL = "mbc.hub.owner"
@@ -62,16 +67,37 @@ def _device_ids(container: Mapping[str, Any]) -> list[str]:
     return [str(i) for req in requests for i in (req.get("DeviceIDs") or [])]
 
 
-class GpuAllocator:
-    """Hands out device ids, one per owner; safe across threads and asyncio tasks."""
+class GpuAllocator(Configurable):
+    """Hands out device ids, one per owner; safe across threads and asyncio tasks. One per
+    hub (docker mode); Swarm places GPUs itself."""
 
-    def __init__(self, devices: Iterable[str]) -> None:
-        self.devices: tuple[str, ...] = tuple(str(d) for d in devices)
+    devices = GpuDevices(
+        help="The GPUs the hub hands out: 'auto' (what nvidia-smi lists), 'none', or device "
+        "ids such as [0, 1]. Environment: MBC_GPUS (e.g. '0,1').",
+    ).tag(config=True)
+    wait_seconds = Float(
+        0, min=0, help="How long a GPU spawn waits for a GPU to be free (0: refuse at once)."
+    ).tag(config=True)
+
+    def __init__(self, devices: Iterable[str] | str | None = None, **kwargs: Any) -> None:
+        if devices is not None:
+            kwargs["devices"] = devices if isinstance(devices, str) else list(devices)
+        super().__init__(**kwargs)
+        self._inventory: tuple[str, ...] | None = None
         self._holder: dict[str, str] = {}  # device id -> owner
         self._lock = threading.Lock()
 
+    @property
+    def inventory(self) -> tuple[str, ...]:
+        """The device ids handed out: :attr:`devices`, or what ``nvidia-smi`` lists (asked
+        once)."""
+        if self._inventory is None:
+            found = detect_gpus() if self.devices == "auto" else self.devices
+            self._inventory = tuple(str(d) for d in found)
+        return self._inventory
+
     def __repr__(self) -> str:
-        return f"<GpuAllocator {len(self.free())}/{len(self.devices)} free>"
+        return f"<GpuAllocator {len(self.free())}/{len(self.inventory)} free>"
 
     def holders(self) -> dict[str, str]:
         """Device id -> owner, for the devices in use."""
@@ -80,7 +106,7 @@ class GpuAllocator:
 
     def free(self) -> list[str]:
         with self._lock:
-            return [d for d in self.devices if d not in self._holder]
+            return [d for d in self.inventory if d not in self._holder]
 
     def held_by(self, owner: str) -> str | None:
         with self._lock:
@@ -92,22 +118,26 @@ class GpuAllocator:
             for device, holder in self._holder.items():
                 if holder == owner:
                     return device
-            for device in self.devices:
+            for device in self.inventory:
                 if device not in self._holder:
                     self._holder[device] = owner
                     return device
         raise NoGpuFree(self._refusal())
 
     def _refusal(self) -> str:
-        if not self.devices:
+        if not self.inventory:
             return "this hub has no GPUs; choose the CPU profile"
         return (
-            f"all {len(self.devices)} GPUs are in use by other researchers; choose the CPU "
+            f"all {len(self.inventory)} GPUs are in use by other researchers; choose the CPU "
             "profile or try again later"
         )
 
-    async def acquire(self, owner: str, wait_seconds: float = 0, poll: float = 1.0) -> str:
-        """:meth:`allocate`, waiting up to ``wait_seconds`` for a GPU to be released."""
+    async def acquire(
+        self, owner: str, wait_seconds: float | None = None, poll: float = 1.0
+    ) -> str:
+        """:meth:`allocate`, waiting up to ``wait_seconds`` (default :attr:`wait_seconds`) for
+        a GPU to be released."""
+        wait_seconds = self.wait_seconds if wait_seconds is None else wait_seconds
         deadline = time.monotonic() + wait_seconds
         while True:
             try:

@@ -11,7 +11,7 @@ import ipaddress
 from typing import Any
 from urllib.parse import urlparse
 
-from .config import PlatformConfigError
+from .platform import PlatformConfigError
 from .policy import ICC_OPTION, network_spec
 
 
@@ -54,8 +54,3 @@ def gateway(network: dict[str, Any]) -> str:
 def api_port(bind_url: str) -> int:
     """The port of the hub API bound to ``bind_url`` (JupyterHub's default: 8081)."""
     return urlparse(bind_url).port or 8081
-
-
-def hub_connect_url(bind_url: str, network: dict[str, Any]) -> str:
-    """How containers on ``network`` reach a hub API bound to ``bind_url`` on the host."""
-    return f"{urlparse(bind_url).scheme}://{gateway(network)}:{api_port(bind_url)}"

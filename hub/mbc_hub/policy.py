@@ -2,9 +2,11 @@
 
 A researcher's container gets, and only gets:
 
-- the store's root metadata and each dataset their groups may see (the dataset manifest names
-  the group), bind-mounted read-only at ``store.mount_path``; ``MBC_STORE`` points there;
-- a home of their own on a named volume (``docker.home_volume``) that outlives the container;
+- the store's root metadata and each dataset their groups may see (the dataset's manifest in
+  the store names the group), bind-mounted read-only at ``MbcStore.mount_path``; ``MBC_STORE``
+  points there;
+- a home of their own on a named volume (``MbcContainerSpawner.home_volume``) that outlives
+  the container;
 - the CPU, memory and ``/dev/shm`` of the profile they chose, and with a GPU profile one device id;
 - a non-root user, no capabilities, no new privileges, the platform's internal network (no route
   out), and never the Docker socket.
@@ -13,13 +15,13 @@ A researcher's container gets, and only gets:
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import DockerSettings, PlatformConfig, Profile
 from .gpu import GPU_LABEL, OWNER_LABEL
+from .traits import Profile
 
 PROFILE_LABEL = "mbc.hub.profile"
 #: The bridge driver's switch for traffic between containers of one network.
@@ -42,35 +44,10 @@ class PolicyViolation(RuntimeError):
     """A container spec breaks the isolation rules; nothing is started."""
 
 
-def dataset_groups(manifest_dir: Path) -> dict[str, str]:
-    """Dataset name -> the group whose members may read it, from the dataset manifests."""
-    from mbc_lib.manifests import load_manifests
-
-    return {name: m.group for name, m in load_manifests(Path(manifest_dir)).items()}
-
-
-def visible_datasets(
-    groups_of_datasets: Mapping[str, str],
-    user_groups: Iterable[str],
-    present: Iterable[str] | None = None,
-) -> list[str]:
-    """The datasets a member of ``user_groups`` may see, sorted.
-
-    A dataset without a manifest is seen by nobody. ``present``, where known, limits the answer
-    to datasets that exist in the store.
-    """
-    groups = set(user_groups)
-    names = [name for name, group in groups_of_datasets.items() if group in groups]
-    if present is not None:
-        names = [n for n in names if n in set(present)]
-    return sorted(names)
-
-
-def home_volume_name(template: str, username: str) -> str:
-    """The named volume that holds ``username``'s home (escaped as DockerSpawner does)."""
-    from dockerspawner import DockerSpawner
-
-    return template.format(username=DockerSpawner._escape(username))
+def home_volume_name(template: str, escaped_username: str) -> str:
+    """The named volume that holds a researcher's home: ``template`` with ``{username}`` (the
+    name as the spawner escapes it for Docker, ``DockerSpawner.escaped_name``)."""
+    return template.format(username=escaped_username)
 
 
 def store_mounts(store_host_path: Path, mount_path: str, datasets: Iterable[str]) -> list[dict]:
@@ -103,14 +80,14 @@ def gpu_request(device: str) -> dict[str, Any]:
     return {"driver": "nvidia", "device_ids": [str(device)], "capabilities": [["gpu"]]}
 
 
-def host_config(docker: DockerSettings, profile: Profile, gpu: str | None) -> dict[str, Any]:
+def host_config(network: str, pids_limit: int, profile: Profile, gpu: str | None) -> dict[str, Any]:
     """``extra_host_config`` for DockerSpawner: limits, shm, isolation, network, GPU."""
     config: dict[str, Any] = {
         "shm_size": profile.shm_size,
-        "network_mode": docker.network,
+        "network_mode": network,
         "cap_drop": ["ALL"],
         "security_opt": ["no-new-privileges:true"],
-        "pids_limit": docker.pids_limit,
+        "pids_limit": pids_limit,
         "init": True,
         "privileged": False,
     }
@@ -172,19 +149,30 @@ class SpawnPlan:
         }
 
 
+@dataclass(frozen=True)
+class ContainerSettings:
+    """The settings a researcher's container is built from (a spawner's traits)."""
+
+    store_path: Path
+    store_mount_path: str
+    home_path: str
+    user: str
+    network: str
+    pids_limit: int
+
+
 def plan_container(
-    cfg: PlatformConfig,
+    settings: ContainerSettings,
     *,
-    username: str,
     owner: str,
-    user_groups: Iterable[str],
+    home_volume: str,
+    datasets: Iterable[str],
     profile: Profile,
     gpu: str | None,
-    groups_of_datasets: Mapping[str, str],
-    present: Iterable[str] | None = None,
     scheduler_assigns_gpu: bool = False,
 ) -> SpawnPlan:
-    """The container for ``owner`` (``user`` or ``user/server``) under the platform's policy.
+    """The container for ``owner`` (``user`` or ``user/server``), who may read ``datasets``,
+    under the platform's policy.
 
     ``scheduler_assigns_gpu``: Docker Swarm places GPU tasks itself (generic resources), so a
     GPU profile needs no device id from the hub's allocator.
@@ -193,11 +181,10 @@ def plan_container(
         raise PolicyViolation(f"profile {profile.name!r} needs a GPU but none was allocated")
     if not profile.gpus and gpu is not None:
         raise PolicyViolation(f"profile {profile.name!r} has no GPU; got device {gpu}")
-    datasets = visible_datasets(groups_of_datasets, user_groups, present)
-    volume = home_volume_name(cfg.docker.home_volume, username)
+    datasets = sorted(datasets)
     mounts = [
-        *store_mounts(cfg.store.host_path, cfg.store.mount_path, datasets),
-        home_mount(volume, cfg.docker.home_path),
+        *store_mounts(settings.store_path, settings.store_mount_path, datasets),
+        home_mount(home_volume, settings.home_path),
     ]
     plan = SpawnPlan(
         owner=owner,
@@ -205,21 +192,21 @@ def plan_container(
         datasets=tuple(datasets),
         gpu=gpu,
         mounts=tuple(mounts),
-        environment=environment(cfg.store.mount_path, datasets, profile),
-        host_config=host_config(cfg.docker, profile, gpu),
-        create_kwargs={"user": cfg.docker.user, "labels": labels(owner, profile, gpu)},
+        environment=environment(settings.store_mount_path, datasets, profile),
+        host_config=host_config(settings.network, settings.pids_limit, profile, gpu),
+        create_kwargs={"user": settings.user, "labels": labels(owner, profile, gpu)},
         cpu_limit=profile.cpu_limit,
         mem_limit=profile.mem_limit,
-        home_volume=volume,
+        home_volume=home_volume,
     )
-    check_isolation(plan, cfg)
+    check_isolation(plan, settings.store_path)
     return plan
 
 
-def check_isolation(plan: SpawnPlan, cfg: PlatformConfig) -> None:
+def check_isolation(plan: SpawnPlan, store_path: Path) -> None:
     """Raise :class:`PolicyViolation` if ``plan`` breaks any isolation rule."""
     problems = []
-    store_root = Path(cfg.store.host_path)
+    store_root = Path(store_path)
     for mount in plan.mounts:
         source = str(mount.get("source") or "")
         if any(source.endswith(s) for s in DOCKER_SOCKETS) or source in ("/", "/var/run", "/run"):
@@ -241,11 +228,11 @@ def check_isolation(plan: SpawnPlan, cfg: PlatformConfig) -> None:
         raise PolicyViolation("; ".join(problems))
 
 
-def swarm_specs(plan: SpawnPlan, cfg: PlatformConfig) -> dict[str, Any]:
+def swarm_specs(plan: SpawnPlan, gpu_resource: str) -> dict[str, Any]:
     """SwarmSpawner's settings for ``plan``: a service task instead of a container.
 
     Swarm has no device ids per task: a GPU profile asks for one unit of the generic resource
-    ``gpus.swarm_resource``, which each node advertises per GPU, and Swarm hands out distinct ones.
+    ``gpu_resource``, which each node advertises per GPU, and Swarm hands out distinct ones.
     ``/dev/shm`` is a tmpfs mount of the profile's size.
     """
     from docker.utils import parse_bytes
@@ -262,7 +249,7 @@ def swarm_specs(plan: SpawnPlan, cfg: PlatformConfig) -> dict[str, Any]:
     )
     resources: dict[str, Any] = {}
     if plan.profile.gpus:
-        resources["generic_resources"] = {cfg.gpus.swarm_resource: plan.profile.gpus}
+        resources["generic_resources"] = {gpu_resource: plan.profile.gpus}
     return {
         "mounts": mounts,
         "extra_container_spec": {

@@ -19,24 +19,47 @@ from typing import Any, ClassVar
 from docker.types import Mount
 from dockerspawner import DockerSpawner, SwarmSpawner
 from jupyterhub.spawner import SimpleLocalProcessSpawner
-from traitlets import Any as AnyTrait
-from traitlets import HasTraits, default
+from traitlets import Bool, Int, Unicode, default
+from traitlets.config import Configurable
 
-from .audit import audit_log
-from .config import PlatformConfig, PlatformConfigError, Profile
+from .audit import AuditLog
 from .firewall import ensure_host_firewall
-from .gpu import OWNER_LABEL, GpuAllocator, NoGpuFree, detect_gpus
+from .gpu import OWNER_LABEL, GpuAllocator, NoGpuFree
 from .homes import copy_notebooks, write_lab_settings
-from .network import api_port, ensure_network, gateway, hub_connect_url
+from .network import api_port, ensure_network, gateway
+from .platform import PlatformConfigError, resolve_path
 from .policy import (
+    ContainerSettings,
     PolicyViolation,
     SpawnPlan,
-    dataset_groups,
+    home_volume_name,
     plan_container,
     swarm_specs,
-    visible_datasets,
 )
-from .views import build_store_view, present_datasets
+from .store import MbcStore
+from .traits import AbsolutePath, ContainerPath, ContainerUser, Profile, Profiles, UsernameTemplate
+from .views import build_store_view
+
+DEFAULT_PROFILES = [
+    {
+        "name": "cpu",
+        "display_name": "CPU",
+        "description": "2 CPUs, 8 GB memory: data exploration and notebooks",
+        "cpu_limit": 2.0,
+        "mem_limit": "8G",
+        "shm_size": "2G",
+        "gpus": 0,
+    },
+    {
+        "name": "gpu",
+        "display_name": "GPU",
+        "description": "one GPU of your own, 8 CPUs, 48 GB memory: training",
+        "cpu_limit": 8.0,
+        "mem_limit": "48G",
+        "shm_size": "16G",
+        "gpus": 1,
+    },
+]
 
 
 class SpawnRefused(RuntimeError):
@@ -52,16 +75,16 @@ def _identity_volume_name(template: str, spawner: Any) -> str:
     return template
 
 
-class PolicyMixin(HasTraits):
-    """What every mbc spawner shares: the platform config, profiles, groups and the audit log."""
-
-    platform = AnyTrait(help="the validated mbc_hub.config.PlatformConfig").tag(config=True)
+class MbcSpawner(Configurable):
+    """What every mbc spawner shares: the store, the user's groups and the audit log."""
 
     @property
-    def cfg(self) -> PlatformConfig:
-        if not isinstance(self.platform, PlatformConfig):
-            raise SpawnRefused("the hub is misconfigured: no platform config for the spawner")
-        return self.platform
+    def store(self) -> MbcStore:
+        return MbcStore(parent=self)
+
+    @property
+    def audit_log(self) -> AuditLog:
+        return AuditLog(parent=self)
 
     @property
     def owner(self) -> str:
@@ -72,41 +95,80 @@ class PolicyMixin(HasTraits):
         return sorted(group.name for group in self.user.groups)
 
     def audit(self, event: str, **details: Any) -> None:
-        audit_log(self.cfg.audit_path).record(event, self.user.name, server=self.name, **details)
+        self.audit_log.record(event, self.user.name, server=self.name, **details)
 
     def refuse(self, reason: str, **details: Any) -> SpawnRefused:
         self.audit("refusal", action="spawn", reason=reason, **details)
         return SpawnRefused(reason)
 
+    def visible(self) -> list[str]:
+        """The datasets of the store this user's groups may read."""
+        return self.store.visible(self.user_groups())
+
+
+class MbcContainerSpawner(MbcSpawner):
+    """A container per researcher (docker and swarm modes): the spawn form's profiles, the
+    home volume, the unprivileged user and the limits; turns the policy's
+    :class:`~mbc_hub.policy.SpawnPlan` into DockerSpawner's settings."""
+
+    profiles = Profiles(
+        DEFAULT_PROFILES,
+        help="The choices of the spawn form; the first is the default. Each: name, "
+        "display_name, description, cpu_limit (CPUs), mem_limit and shm_size (e.g. 8G), gpus "
+        "(0 or 1: one GPU per researcher). A key a profile leaves out takes the cpu default.",
+    ).tag(config=True)
+
+    home_volume = UsernameTemplate(
+        "mbc-home-{username}",
+        help="The named volume of each researcher's home; outlives their containers.",
+    ).tag(config=True)
+
+    home_path = ContainerPath(
+        "/home/jovyan", help="Where the home volume is mounted in the container."
+    ).tag(config=True)
+
+    container_user = ContainerUser(
+        "1000:100", help="UID[:GID] the researcher's server runs as; never 0 (root)."
+    ).tag(config=True)
+
+    pids_limit = Int(4096, min=64, help="Processes per container.").tag(config=True)
+
+    #: servers are Swarm services: an overlay network, and Swarm places GPUs itself
+    on_swarm: ClassVar[bool] = False
+
+    def profile_list(self) -> list[Profile]:
+        return [Profile(**spec) for spec in self.profiles]
+
+    def profile(self, name: str) -> Profile:
+        for profile in self.profile_list():
+            if profile.name == name:
+                return profile
+        known = ", ".join(p["name"] for p in self.profiles)
+        raise KeyError(f"unknown profile {name!r} (choose one of: {known})")
+
     def chosen_profile(self) -> Profile:
         """The profile in ``user_options`` (from the form or the REST API), else the first."""
-        name = (self.user_options or {}).get("profile") or self.cfg.profiles[0].name
+        first = self.profiles[0]["name"]
+        name = (self.user_options or {}).get("profile") or first
         if isinstance(name, list):
-            name = name[0] if name else self.cfg.profiles[0].name
+            name = name[0] if name else first
         try:
-            return self.cfg.profile(str(name))
+            return self.profile(str(name))
         except KeyError as exc:
             raise self.refuse(str(exc.args[0]), profile=str(name)) from None
-
-    def visible(self) -> list[str]:
-        """The datasets this user's groups may see (and the store holds)."""
-        groups_of = dataset_groups(self.cfg.store.manifest_dir)
-        present = present_datasets(self.cfg.store.host_path)
-        return visible_datasets(groups_of, self.user_groups(), present)
-
-
-class ProfileFormMixin(PolicyMixin):
-    """The spawn form: one radio button per profile, with its limits and free GPUs. A GPU
-    profile is left out where the hub has no GPU, and cannot be chosen while none is free."""
 
     async def gpu_count(self) -> tuple[int, int] | None:
         """(free, all) GPUs this hub hands out, or None where the scheduler places them."""
         return None
 
     async def profile_form(self) -> str:
-        count = await self.gpu_count() if any(p.gpus for p in self.cfg.profiles) else None
+        """The spawn form: one radio button per profile, with its limits and free GPUs. A GPU
+        profile is left out where the hub has no GPU, and cannot be chosen while none is
+        free."""
+        profiles = self.profile_list()
+        count = await self.gpu_count() if any(p.gpus for p in profiles) else None
         rows, checked = [], False
-        for profile in self.cfg.profiles:
+        for profile in profiles:
             extra, disabled = "", False
             if profile.gpus and count is not None:
                 free, total = count
@@ -139,80 +201,9 @@ class ProfileFormMixin(PolicyMixin):
 
         return options_from_form
 
-
-class MbcLocalSpawner(PolicyMixin, SimpleLocalProcessSpawner):
-    """A local process per researcher (demo mode): home folder, notebooks and MBC_STORE."""
-
-    @default("cmd")
-    def _cmd_default(self) -> list[str]:
-        return [sys.executable, "-m", "jupyterhub.singleuser"]
-
-    @default("args")
-    def _args_default(self) -> list[str]:
-        # The demo's servers run as the hub's own user; on a machine where that is root
-        # (a container, CI), Jupyter Server wants to be told that this is intended.
-        return ["--ServerApp.allow_root=True"] if os.geteuid() == 0 else []
-
-    @default("home_dir_template")
-    def _home_dir_template_default(self) -> str:
-        return self.cfg.local.home_dir
-
-    async def start(self) -> Any:
-        cfg = self.cfg
-        if not (cfg.store.host_path / "zarr.json").is_file():
-            raise self.refuse(f"the store is not at {cfg.store.host_path}; ask the hub admin")
-        datasets = self.visible()
-        store = cfg.store.host_path
-        if cfg.local.dataset_views:
-            view = cfg.hub.data_dir / "views" / self.user.name
-            store = await asyncio.to_thread(build_store_view, view, cfg.store.host_path, datasets)
-        home = Path(self.home_dir)
-        home.mkdir(parents=True, exist_ok=True)
-        copied = await asyncio.to_thread(copy_notebooks, cfg.local.notebooks_dir, home)
-        await asyncio.to_thread(write_lab_settings, home)
-        self.environment = {
-            **self.environment,
-            "MBC_STORE": str(store),
-            "MBC_DATASETS": ",".join(datasets),
-        }
-        result = await super().start()
-        self.audit(
-            "spawn",
-            mode="local",
-            datasets=datasets,
-            store=str(store),
-            home=str(home),
-            notebooks_copied=[p.name for p in copied],
-            gpu=None,
-        )
-        return result
-
-    async def stop(self, now: bool = False) -> None:
-        await super().stop(now=now)
-        self.audit("stop", mode="local")
-
-
-class ContainerPolicyMixin(ProfileFormMixin):
-    """Turns the policy's :class:`SpawnPlan` into DockerSpawner's settings."""
-
-    #: servers are Swarm services: an overlay network, and Swarm places GPUs itself
-    on_swarm: ClassVar[bool] = False
-
     @default("format_volume_name")
     def _format_volume_name_default(self):
         return _identity_volume_name
-
-    @default("image")
-    def _image_default(self) -> str:
-        return self.cfg.docker.image
-
-    @default("network_name")
-    def _network_name_default(self) -> str:
-        return self.cfg.docker.network
-
-    @default("pull_policy")
-    def _pull_policy_default(self) -> str:
-        return self.cfg.docker.pull_policy
 
     @default("remove")
     def _remove_default(self) -> bool:
@@ -226,16 +217,25 @@ class ContainerPolicyMixin(ProfileFormMixin):
     async def release_gpu(self) -> str | None:
         return None
 
+    def container_settings(self) -> ContainerSettings:
+        store = self.store
+        return ContainerSettings(
+            store_path=store.root,
+            store_mount_path=store.mount_path,
+            home_path=self.home_path,
+            user=self.container_user,
+            network=self.network_name,
+            pids_limit=self.pids_limit,
+        )
+
     def make_plan(self, profile: Profile, gpu: str | None) -> SpawnPlan:
         return plan_container(
-            self.cfg,
-            username=self.user.name,
+            self.container_settings(),
             owner=self.owner,
-            user_groups=self.user_groups(),
+            home_volume=home_volume_name(self.home_volume, self.escaped_name),
+            datasets=self.visible(),
             profile=profile,
             gpu=gpu,
-            groups_of_datasets=dataset_groups(self.cfg.store.manifest_dir),
-            present=present_datasets(self.cfg.store.host_path),
             scheduler_assigns_gpu=self.on_swarm,
         )
 
@@ -250,20 +250,8 @@ class ContainerPolicyMixin(ProfileFormMixin):
         self.cpu_limit = plan.cpu_limit
 
     async def prepare_network(self) -> None:
-        """The platform network (created internal if missing); the hub's address on it."""
-        network = await asyncio.to_thread(
-            ensure_network, self.client, self.cfg.docker.network, swarm=self.on_swarm
-        )
-        if self.on_swarm:
-            return
-        connect = self.cfg.hub.hub_connect_url
-        if not connect:
-            # A hub on the host: containers reach it at the network's gateway address.
-            connect = self.hub_connect_url = hub_connect_url(self.cfg.hub.hub_bind_url, network)
-        if self.cfg.docker.host_firewall:
-            await asyncio.to_thread(
-                ensure_host_firewall, network, gateway(network), api_port(connect)
-            )
+        """The platform network (created internal if missing)."""
+        await asyncio.to_thread(ensure_network, self.client, self.network_name, swarm=self.on_swarm)
 
     async def start(self) -> Any:
         profile = self.chosen_profile()
@@ -291,10 +279,80 @@ class ContainerPolicyMixin(ProfileFormMixin):
         self.audit("stop", gpu=released)
 
 
-class MbcDockerSpawner(ContainerPolicyMixin, DockerSpawner):
+class MbcLocalSpawner(MbcSpawner, SimpleLocalProcessSpawner):
+    """A local process per researcher (demo mode): home folder, notebooks and MBC_STORE."""
+
+    notebooks_dir = AbsolutePath(
+        "notebooks",
+        help="Each *.ipynb here is copied into the researcher's ~/notebooks on start; never "
+        "overwritten.",
+    ).tag(config=True)
+
+    dataset_views = Bool(
+        True,
+        help="MBC_STORE is a view (symbolic links) of only the user's datasets: shows the "
+        "policy, does not enforce it (containers do).",
+    ).tag(config=True)
+
+    views_dir = AbsolutePath(
+        "{data_dir}/views", help="Where the per-user store views are made."
+    ).tag(config=True)
+
+    @default("cmd")
+    def _cmd_default(self) -> list[str]:
+        return [sys.executable, "-m", "jupyterhub.singleuser"]
+
+    @default("args")
+    def _args_default(self) -> list[str]:
+        # The demo's servers run as the hub's own user; on a machine where that is root
+        # (a container, CI), Jupyter Server wants to be told that this is intended.
+        return ["--ServerApp.allow_root=True"] if os.geteuid() == 0 else []
+
+    async def start(self) -> Any:
+        store = self.store
+        if not store.present():
+            raise self.refuse(f"the store is not at {store.root}; ask the hub admin")
+        datasets = self.visible()
+        root = store.root
+        if self.dataset_views:
+            view = resolve_path(self.views_dir, self.config) / self.user.name
+            root = await asyncio.to_thread(build_store_view, view, store.root, datasets)
+        home = Path(self.home_dir)
+        home.mkdir(parents=True, exist_ok=True)
+        copied = await asyncio.to_thread(copy_notebooks, Path(self.notebooks_dir), home)
+        await asyncio.to_thread(write_lab_settings, home)
+        self.environment = {
+            **self.environment,
+            "MBC_STORE": str(root),
+            "MBC_DATASETS": ",".join(datasets),
+        }
+        result = await super().start()
+        self.audit(
+            "spawn",
+            mode="local",
+            datasets=datasets,
+            store=str(root),
+            home=str(home),
+            notebooks_copied=[p.name for p in copied],
+            gpu=None,
+        )
+        return result
+
+    async def stop(self, now: bool = False) -> None:
+        await super().stop(now=now)
+        self.audit("stop", mode="local")
+
+
+class MbcDockerSpawner(MbcContainerSpawner, DockerSpawner):
     """A container per researcher on one Docker engine, with a GPU of their own."""
 
-    _gpu_allocators: ClassVar[dict[tuple[str, ...] | None, GpuAllocator]] = {}
+    host_firewall = Bool(
+        True,
+        help="iptables on the host let researchers' containers open connections to the hub "
+        "API only (no other host port); false only where the host's own firewall does this.",
+    ).tag(config=True)
+
+    _gpu_allocators: ClassVar[dict[str, GpuAllocator]] = {}
     _gpu_lock: ClassVar[asyncio.Lock | None] = None
 
     async def gpu_allocator(self) -> GpuAllocator:
@@ -302,29 +360,29 @@ class MbcDockerSpawner(ContainerPolicyMixin, DockerSpawner):
         cls = type(self)
         if cls._gpu_lock is None:
             cls._gpu_lock = asyncio.Lock()
-        key = self.cfg.gpus.devices
+        configured = GpuAllocator(parent=self)
+        key = repr(configured.devices)
         async with cls._gpu_lock:
             if key not in cls._gpu_allocators:
-                devices = key if key is not None else await asyncio.to_thread(detect_gpus)
-                allocator = GpuAllocator(devices)
+                devices = await asyncio.to_thread(lambda: configured.inventory)
                 running = await self.docker("containers", filters={"label": OWNER_LABEL})
-                allocator.rebuild(running)
+                configured.rebuild(running)
                 self.log.info(
-                    "GPU inventory %s; in use after rebuild: %s", devices, allocator.holders()
+                    "GPU inventory %s; in use after rebuild: %s", devices, configured.holders()
                 )
-                cls._gpu_allocators[key] = allocator
+                cls._gpu_allocators[key] = configured
             return cls._gpu_allocators[key]
 
     async def gpu_count(self) -> tuple[int, int] | None:
         allocator = await self.gpu_allocator()
-        return len(allocator.free()), len(allocator.devices)
+        return len(allocator.free()), len(allocator.inventory)
 
     async def allocate_gpu(self, profile: Profile) -> str | None:
         if not profile.gpus:
             return None
         allocator = await self.gpu_allocator()
         try:
-            return await allocator.acquire(self.owner, self.cfg.gpus.wait_seconds)
+            return await allocator.acquire(self.owner)
         except NoGpuFree as exc:
             raise self.refuse(str(exc), profile=profile.name) from None
 
@@ -332,9 +390,30 @@ class MbcDockerSpawner(ContainerPolicyMixin, DockerSpawner):
         allocator = await self.gpu_allocator()
         return allocator.release(self.owner)
 
+    async def prepare_network(self) -> None:
+        """The platform network; the hub's address on it (its gateway: a hub on the host);
+        the host's firewall for it."""
+        network = await asyncio.to_thread(
+            ensure_network, self.client, self.network_name, swarm=False
+        )
+        if not self.hub_connect_url:
+            # A hub on the host: containers reach it at the network's gateway address.
+            port = self.hub.port if self.hub is not None else 8081
+            self.hub_connect_url = f"http://{gateway(network)}:{port}"
+        if self.host_firewall:
+            await asyncio.to_thread(
+                ensure_host_firewall, network, gateway(network), api_port(self.hub_connect_url)
+            )
 
-class MbcSwarmSpawner(ContainerPolicyMixin, SwarmSpawner):
+
+class MbcSwarmSpawner(MbcContainerSpawner, SwarmSpawner):
     """A Swarm service per researcher, for a hub that spans several machines."""
+
+    gpu_resource = Unicode(
+        "NVIDIA-GPU",
+        help="The generic resource each swarm node advertises per GPU; a GPU profile asks "
+        "for one unit, and Swarm hands out distinct ones.",
+    ).tag(config=True)
 
     on_swarm: ClassVar[bool] = True
     _plan_mounts: list[dict[str, Any]] | None = None
@@ -350,10 +429,13 @@ class MbcSwarmSpawner(ContainerPolicyMixin, SwarmSpawner):
         return [Mount(**m) for m in (self._plan_mounts or [])]
 
     def apply_plan(self, plan: SpawnPlan) -> None:
-        specs = swarm_specs(plan, self.cfg)
+        specs = swarm_specs(plan, self.gpu_resource)
         self._plan_mounts = specs["mounts"]
         self.environment = {**self.environment, **plan.environment}
         self.extra_container_spec = specs["extra_container_spec"]
         self.extra_resources_spec = specs["extra_resources_spec"]
         self.mem_limit = plan.mem_limit
         self.cpu_limit = plan.cpu_limit
+
+
+SPAWNERS = {"local": MbcLocalSpawner, "docker": MbcDockerSpawner, "swarm": MbcSwarmSpawner}

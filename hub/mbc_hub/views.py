@@ -31,15 +31,3 @@ def build_store_view(view: Path, store: Path, datasets: Iterable[str]) -> Path:
             link.unlink()
         link.symlink_to(target, target_is_directory=target.is_dir())
     return view
-
-
-def present_datasets(store: Path) -> set[str] | None:
-    """Dataset folders in ``store``, or None where the hub cannot see the store."""
-    store = Path(store)
-    if not (store / "zarr.json").is_file():
-        return None
-    return {
-        p.name
-        for p in store.iterdir()
-        if p.is_dir() and not p.name.startswith(".") and (p / "zarr.json").is_file()
-    }

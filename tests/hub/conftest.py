@@ -1,18 +1,16 @@
-"""Hub tests: ``hub/`` on sys.path, a small sample store, and a real demo hub shared per session."""
+"""Hub tests: a small sample store, and a real demo hub shared per session."""
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "hub"))
+from .docker_helpers import MISSING_ATTR
+from .hub_helpers import HubProcess, write_users
 
-from .docker_helpers import MISSING_ATTR  # noqa: E402
-from .hub_helpers import HubProcess, write_users  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
 
 #: the user property that marks the report of a test skipped by ``docker_helpers.missing``
 MISSING_PROPERTY = "mbc_hub_missing"
@@ -69,10 +67,11 @@ def demo_hub(tmp_path_factory, hub_store, notebooks_dir) -> HubProcess:
     hub = HubProcess(
         work,
         {
-            "spawner": {"mode": "local", "start_timeout": 90, "http_timeout": 90},
-            "auth": {"mode": "demo", "demo": {"users_file": str(users)}},
-            "store": {"host_path": str(hub_store)},
-            "local": {"notebooks_dir": str(notebooks_dir)},
+            "MbcPlatform": {"spawner": "local", "authenticator": "demo"},
+            "Spawner": {"start_timeout": 90, "http_timeout": 90},
+            "DemoAuthenticator": {"users_file": str(users)},
+            "MbcStore": {"path": str(hub_store)},
+            "MbcLocalSpawner": {"notebooks_dir": str(notebooks_dir)},
         },
     )
     hub.start()

@@ -68,15 +68,20 @@ class HubProcess:
         self.write_platform(platform or {})
 
     def write_platform(self, platform: dict[str, Any]) -> None:
-        """The platform file: ``platform`` on this hub's loopback ports and data folder."""
-        hub = {
-            "bind_url": self.url,
-            "hub_bind_url": f"http://127.0.0.1:{free_port()}",
-            "proxy_api_url": f"http://127.0.0.1:{free_port()}",
-            "data_dir": str(self.data_dir),
+        """The platform file (keyed by class): ``platform`` on this hub's loopback ports and
+        data folder."""
+        ports = {
+            "JupyterHub": {
+                "bind_url": self.url,
+                "hub_bind_url": f"http://127.0.0.1:{free_port()}",
+            },
+            "ConfigurableHTTPProxy": {"api_url": f"http://127.0.0.1:{free_port()}"},
+            "MbcPlatform": {"data_dir": str(self.data_dir)},
         }
-        platform = {**platform, "hub": {**hub, **platform.get("hub", {})}}
-        self.platform_file.write_text(yaml.safe_dump(platform))
+        merged = {section: dict(values) for section, values in platform.items()}
+        for section, values in ports.items():
+            merged[section] = {**values, **merged.get(section, {})}
+        self.platform_file.write_text(yaml.safe_dump(merged))
 
     @property
     def audit_path(self) -> Path:

@@ -14,18 +14,17 @@ from types import SimpleNamespace
 import pytest
 from jupyterhub.app import JupyterHub
 from mbc_hub.audit import AuditLog, read_audit
-from mbc_hub.auth import (
-    DemoAuthenticator,
-    LoopbackOnlyError,
-    MbcOAuthenticator,
-    oidc_traits,
-    require_loopback,
-)
+from mbc_hub.auth import DemoAuthenticator, LoopbackOnlyError, MbcOAuthenticator, require_loopback
 from mbc_hub.config import load_platform_config
+from traitlets.config import Config
 
 from .conftest import ROOT
 
-HUB_DIR = ROOT / "hub"
+
+def demo_authenticator(url: str, audit, **traits) -> DemoAuthenticator:
+    """A DemoAuthenticator in a hub bound to ``url`` whose audit log is ``audit``."""
+    hub = JupyterHub(bind_url=url, config=Config({"AuditLog": {"path": str(audit)}}))
+    return DemoAuthenticator(parent=hub, **traits)
 
 
 def test_audit_lines_are_json_with_time_event_user_and_no_secrets(tmp_path):
@@ -87,7 +86,7 @@ def test_audit_log_survives_concurrent_writers(tmp_path):
     """Threads in several processes (the hub and its services) append long lines at once: every
     line arrives whole, none is lost or torn, whatever the interleaving."""
     path, go = tmp_path / "audit.jsonl", tmp_path / "go"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HUB_DIR), *sys.path])}
+    env = dict(os.environ)  # mbc_hub is installed: nothing to add to the path
     args = [str(_THREADS), str(_LINES), str(_PIECES)]
     procs = [
         subprocess.Popen(
@@ -150,9 +149,7 @@ def test_loopback_addresses_are_accepted(url, host, tmp_path):
     users = tmp_path / "users.yaml"
     users.write_text("users:\n  alice: {password: pa55, groups: [ophthalmology]}\n")
     audit = tmp_path / "audit.jsonl"
-    auth = DemoAuthenticator(
-        parent=JupyterHub(bind_url=url), users_file=str(users), audit_log_path=str(audit)
-    )
+    auth = demo_authenticator(url, audit, users_file=str(users))
     address = "127.0.0.1" if host == "localhost" else host
     handler = _handler(address, address)
     user = asyncio.run(
@@ -190,12 +187,10 @@ def test_demo_login_checks_password_and_sets_groups(tmp_path):
         "  alice: {password: pa55, groups: [ophthalmology]}\n"
         "  carol: {password: pc, groups: [radiology, mbc-admins]}\n"
     )
-    auth = DemoAuthenticator(
-        parent=JupyterHub(bind_url="http://127.0.0.1:8000"),
-        users_file=str(users),
-        admin_group="mbc-admins",
-        audit_log_path=str(tmp_path / "audit.jsonl"),
+    auth = demo_authenticator(
+        "http://127.0.0.1:8000", tmp_path / "audit.jsonl", users_file=str(users)
     )
+    assert auth.admin_groups == {"mbc-admins"}  # the default
     assert auth.manage_groups
     ok = asyncio.run(auth.authenticate(LOOPBACK, {"username": "alice", "password": "pa55"}))
     assert ok == {"name": "alice", "groups": ["ophthalmology"], "admin": False}
@@ -221,11 +216,7 @@ def test_demo_login_is_refused_unless_it_arrives_over_loopback(tmp_path, peer, c
     users = tmp_path / "users.yaml"
     users.write_text("users:\n  alice: {password: pa55, groups: [ophthalmology]}\n")
     audit = tmp_path / "audit.jsonl"
-    auth = DemoAuthenticator(
-        parent=JupyterHub(bind_url="http://127.0.0.1:8000"),
-        users_file=str(users),
-        audit_log_path=str(audit),
-    )
+    auth = demo_authenticator("http://127.0.0.1:8000", audit, users_file=str(users))
     handler = _handler(peer, client)
     login = {"username": "alice", "password": "pa55"}
     assert asyncio.run(auth.authenticate(handler, login)) is None
@@ -238,28 +229,36 @@ def test_demo_login_is_refused_unless_it_arrives_over_loopback(tmp_path, peer, c
     assert asyncio.run(auth.authenticate(_handler(own, "127.0.0.1"), login))["name"] == "alice"
 
 
-def test_oidc_settings_build_a_generic_oauthenticator(tmp_path):
+def test_oidc_settings_build_a_generic_oauthenticator(tmp_path, hub_store, monkeypatch):
+    monkeypatch.setenv("OAUTH_CLIENT_SECRET", "s3cret")  # OAuthenticator's own variable
     env = {
         "MBC_AUTH": "oidc",
         "MBC_HUB_BIND": "0.0.0.0:8000",
-        "MBC_OIDC_CLIENT_ID": "mbc-hub",
-        "MBC_OIDC_CLIENT_SECRET": "s3cret",
         "MBC_HUB_DATA_DIR": str(tmp_path),
+        "MBC_STORE_HOST_PATH": str(hub_store),
     }
     path = tmp_path / "platform.yaml"
     path.write_text(
-        "auth:\n  oidc:\n"
-        "    authorize_url: https://idp.example.org/auth\n"
-        "    token_url: https://idp.example.org/token\n"
-        "    userdata_url: https://idp.example.org/userinfo\n"
-        "    callback_url: https://hub.example.org/hub/oauth_callback\n"
+        "MbcOAuthenticator:\n"
+        "  client_id: mbc-hub\n"
+        "  authorize_url: https://idp.example.org/auth\n"
+        "  token_url: https://idp.example.org/token\n"
+        "  userdata_url: https://idp.example.org/userinfo\n"
+        "  oauth_callback_url: https://hub.example.org/hub/oauth_callback\n"
     )
-    cfg = load_platform_config(path, environ=env)
-    traits = oidc_traits(cfg, {"ophthalmology", "radiology", "mbc-admins"})
-    auth = MbcOAuthenticator(**traits)
+    c = load_platform_config(path=path, environ=env, project_dir=ROOT)
+    assert c.JupyterHub.authenticator_class is MbcOAuthenticator
+    auth = MbcOAuthenticator(config=c)
     assert auth.client_secret == "s3cret" and auth.client_id == "mbc-hub"
     assert auth.manage_groups and auth.auth_state_groups_key == "oauth_user.groups"
-    assert auth.admin_groups == {"mbc-admins"}
-    assert auth.allowed_groups == {"ophthalmology", "radiology", "mbc-admins"}
+    assert auth.admin_groups == {"mbc-admins"} and auth.allowed_groups == set()
     assert auth.username_claim == "preferred_username" and auth.enable_pkce
+    # no allowed_groups configured: the groups the store's datasets name may log in
+    assert auth.allowed_group_names() == {"ophthalmology", "radiology", "mbc-admins"}
     assert "allowed groups: mbc-admins, ophthalmology, radiology" in auth.custom_403_message
+    model = {"name": "dave", "admin": False, "groups": ["radiology"], "auth_state": {}}
+    assert asyncio.run(auth.check_allowed("dave", model))
+    assert not asyncio.run(auth.check_allowed("eve", {**model, "groups": ["marketing"]}))
+    closed = MbcOAuthenticator(config=c, allow_store_groups=False)
+    assert not asyncio.run(closed.check_allowed("dave", model))
+    assert "s3cret" not in (tmp_path / "audit.jsonl").read_text()

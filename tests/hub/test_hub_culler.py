@@ -17,11 +17,11 @@ def test_idle_server_is_stopped_by_the_culler(tmp_path, hub_store, notebooks_dir
     hub = HubProcess(
         tmp_path / "hub",
         {
-            "spawner": {"mode": "local", "start_timeout": 90, "http_timeout": 90},
-            "auth": {"mode": "demo", "demo": {"users_file": str(users)}},
-            "store": {"host_path": str(hub_store)},
-            "local": {"notebooks_dir": str(notebooks_dir)},
-            "culler": {"enabled": True, "timeout": 10, "cull_every": 5, "max_age": 0},
+            "Spawner": {"start_timeout": 90, "http_timeout": 90},
+            "DemoAuthenticator": {"users_file": str(users)},
+            "MbcStore": {"path": str(hub_store)},
+            "MbcLocalSpawner": {"notebooks_dir": str(notebooks_dir)},
+            "IdleCuller": {"enabled": True, "timeout": 10, "cull_every": 5, "max_age": 0},
         },
     ).start()
     try:

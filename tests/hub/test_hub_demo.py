@@ -15,8 +15,7 @@ from subprocess import PIPE
 import pytest
 import requests
 import yaml
-
-from mbc_lib.demo import DEMO_USERS, demo_logins
+from mbc_hub.demo import DEMO_USERS, demo_logins
 
 from .docker_helpers import engine, remove_everything_on, remove_volumes, require_image, unique
 from .hub_helpers import (
@@ -78,20 +77,20 @@ def test_mbc_demo_serves_the_hub_and_prints_url_and_logins(tmp_path, hub_store, 
     port = free_port()
     platform = tmp_path / "platform.yaml"
     settings = {
-        "hub": {
-            "hub_bind_url": f"http://127.0.0.1:{free_port()}",
-            "proxy_api_url": f"http://127.0.0.1:{free_port()}",
-        },
-        "culler": {"enabled": False},
+        "JupyterHub": {"hub_bind_url": f"http://127.0.0.1:{free_port()}"},
+        "ConfigurableHTTPProxy": {"api_url": f"http://127.0.0.1:{free_port()}"},
+        "IdleCuller": {"enabled": False},
     }
     if spawner == "docker":
         client = engine()
-        settings["hub"]["hub_bind_url"] = "http://{gateway}:" + str(free_port())
-        settings["docker"] = {
+        settings["JupyterHub"]["hub_bind_url"] = "http://{gateway}:" + str(free_port())
+        settings["DockerSpawner"] = {
             "image": require_image(client),
-            "network": unique("mbc-test-demo"),
-            "home_volume": unique("mbc-test-demo-home") + "-{username}",
+            "network_name": unique("mbc-test-demo"),
             "pull_policy": "never",
+        }
+        settings["MbcContainerSpawner"] = {
+            "home_volume": unique("mbc-test-demo-home") + "-{username}"
         }
     platform.write_text(yaml.safe_dump(settings))
     env = {k: v for k, v in os.environ.items() if not k.startswith("MBC_")}
@@ -132,19 +131,19 @@ def test_mbc_demo_serves_the_hub_and_prints_url_and_logins(tmp_path, hub_store, 
             url = f"http://127.0.0.1:{port}"
             token = user_token(session, url, "alice")
             start_server(url, "alice", token, timeout=150)
-            network = settings["docker"]["network"]
+            network = settings["DockerSpawner"]["network_name"]
             (container,) = client.containers(filters={"network": network})
-            assert container["Image"] == settings["docker"]["image"]
+            assert container["Image"] == settings["DockerSpawner"]["image"]
             # left running: Ctrl-C must stop it
     finally:
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=90) == 130
         reader.join(timeout=10)
         if spawner == "docker":
-            network = settings["docker"]["network"]
+            network = settings["DockerSpawner"]["network_name"]
             left = client.containers(all=True, filters={"network": network})
             networks = [n for n in client.networks(names=[network]) if n["Name"] == network]
-            prefix = settings["docker"]["home_volume"].split("{")[0]
+            prefix = settings["MbcContainerSpawner"]["home_volume"].split("{")[0]
             homes = [
                 v["Name"]
                 for v in (client.volumes() or {}).get("Volumes") or []
@@ -164,7 +163,7 @@ def test_demo_asks_the_proxy_only_once_the_hub_is_running():
     hub had added its route. The demo waits for the hub's running line first."""
     import http.server
 
-    from mbc_lib.demo import wait_until_up
+    from mbc_hub.demo import wait_until_up
 
     asked = []
 

@@ -133,19 +133,15 @@ def docker_hub(tmp_path_factory, client, image, hub_store):
     hub = HubProcess(
         work,
         {
-            "hub": {"hub_bind_url": "http://{gateway}:" + str(api_port)},
-            "spawner": {"mode": "docker", "start_timeout": 120, "http_timeout": 120},
-            "auth": {"mode": "demo", "demo": {"users_file": str(users)}},
-            "store": {"host_path": str(hub_store)},
-            "docker": {
-                "image": image,
-                "network": network,
-                "home_volume": volumes + "-{username}",
-                "pull_policy": "never",
-            },
-            "gpus": {"devices": ["0", "1"]},
-            "profiles": PROFILES,
-            "culler": {"enabled": False},
+            "MbcPlatform": {"spawner": "docker"},
+            "JupyterHub": {"hub_bind_url": "http://{gateway}:" + str(api_port)},
+            "Spawner": {"start_timeout": 120, "http_timeout": 120},
+            "DemoAuthenticator": {"users_file": str(users)},
+            "MbcStore": {"path": str(hub_store)},
+            "DockerSpawner": {"image": image, "network_name": network, "pull_policy": "never"},
+            "MbcContainerSpawner": {"home_volume": volumes + "-{username}", "profiles": PROFILES},
+            "GpuAllocator": {"devices": ["0", "1"]},
+            "IdleCuller": {"enabled": False},
         },
     )
     hub.network, hub.volume_prefix, hub.api_port = network, volumes, api_port

@@ -20,22 +20,21 @@ def oidc_hub(tmp_path_factory, hub_store):
         hub = HubProcess(tmp_path_factory.mktemp("oidchub"))
         hub.write_platform(
             {
-                "auth": {
-                    "mode": "oidc",
-                    "oidc": {
-                        "authorize_url": f"{provider.url}/authorize",
-                        "token_url": f"{provider.url}/token",
-                        "userdata_url": f"{provider.url}/userinfo",
-                        "client_id": CLIENT_ID,
-                        "callback_url": f"{hub.url}/hub/oauth_callback",
-                    },
+                "MbcPlatform": {"authenticator": "oidc"},
+                "MbcOAuthenticator": {
+                    "authorize_url": f"{provider.url}/authorize",
+                    "token_url": f"{provider.url}/token",
+                    "userdata_url": f"{provider.url}/userinfo",
+                    "client_id": CLIENT_ID,
+                    "oauth_callback_url": f"{hub.url}/hub/oauth_callback",
                 },
-                "store": {"host_path": str(hub_store)},
-                "culler": {"enabled": False},
+                # no allowed_groups: the groups the store's datasets name may log in
+                "MbcStore": {"path": str(hub_store)},
+                "IdleCuller": {"enabled": False},
             }
         )
-        # the secret comes from the environment, as in production
-        hub.env["MBC_OIDC_CLIENT_SECRET"] = CLIENT_SECRET
+        # the secret comes from the environment, as in production (OAuthenticator's variable)
+        hub.env["OAUTH_CLIENT_SECRET"] = CLIENT_SECRET
         hub.start()
         yield hub, provider
         hub.stop()

@@ -3,82 +3,93 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import shutil
 from pathlib import Path
 
 import docker.types
 import pytest
-from mbc_hub.config import load_platform_config
 from mbc_hub.policy import (
+    ContainerSettings,
     PolicyViolation,
     check_isolation,
-    dataset_groups,
     home_volume_name,
     network_spec,
     plan_container,
     swarm_specs,
-    visible_datasets,
 )
+from mbc_hub.spawner import DEFAULT_PROFILES, MbcDockerSpawner
+from mbc_hub.store import MbcStore, visible_datasets
+from mbc_hub.traits import Profile
+from traitlets.config import Config
 
-DATASETS = Path(__file__).resolve().parents[2] / "datasets"
+from .test_hub_apply import fake_user
+
+PROFILES = {spec["name"]: Profile(**spec) for spec in DEFAULT_PROFILES}
+#: who may read what in the policy tests
+GROUPS_OF = {
+    "fundus-glaucoma": "ophthalmology",
+    "ct-covid": "radiology",
+    "dicom-reference": "radiology",
+}
 
 
 @pytest.fixture
-def cfg(tmp_path):
-    return load_platform_config(
-        environ={"MBC_STORE_HOST_PATH": str(tmp_path / "store"), "MBC_GPUS": "0,1"}
+def settings(tmp_path):
+    return ContainerSettings(
+        store_path=tmp_path / "store",
+        store_mount_path="/mnt/mbc-store",
+        home_path="/home/jovyan",
+        user="1000:100",
+        network="mbc-internal",
+        pids_limit=4096,
     )
 
 
-#: The datasets the policy tests place (the shipped manifests hold more of each group).
-POLICY_DATASETS = ("fundus-glaucoma", "ct-covid", "dicom-reference")
-
-
-@pytest.fixture
-def groups_of():
-    return {k: v for k, v in dataset_groups(DATASETS).items() if k in POLICY_DATASETS}
-
-
-def plan(cfg, groups_of, user="alice", groups=("ophthalmology",), profile="cpu", gpu=None):
+def plan(settings, user="alice", groups=("ophthalmology",), profile="cpu", gpu=None, **kw):
     return plan_container(
-        cfg,
-        username=user,
+        settings,
         owner=user,
-        user_groups=groups,
-        profile=cfg.profile(profile),
+        home_volume=home_volume_name("mbc-home-{username}", user),
+        datasets=visible_datasets(GROUPS_OF, groups),
+        profile=PROFILES[profile],
         gpu=gpu,
-        groups_of_datasets=groups_of,
+        **kw,
     )
 
 
-def test_manifests_name_the_groups():
-    assert dataset_groups(DATASETS) == {
+def test_the_store_s_own_manifests_name_the_groups(hub_store, tmp_path):
+    """The hub reads each dataset's access group from the manifest ingest wrote into the
+    store; change it there and the hub follows."""
+    assert MbcStore(path=str(hub_store)).dataset_groups() == {
         "fundus-glaucoma": "ophthalmology",
-        "airogs": "ophthalmology",
-        "origa": "ophthalmology",
-        "refuge": "ophthalmology",
         "ct-covid": "radiology",
-        "dicom-reference": "radiology",
-        "covid19-20": "radiology",
-        "mosmeddata": "radiology",
-        "nnunet-example": "radiology",
     }
+    copy = tmp_path / "store"
+    copy.mkdir()
+    shutil.copy(hub_store / "zarr.json", copy / "zarr.json")
+    (copy / "ct-covid").mkdir()
+    meta = json.loads((hub_store / "ct-covid" / "zarr.json").read_text())
+    meta["attributes"]["mbc"]["manifest"]["group"] = "ophthalmology"
+    (copy / "ct-covid" / "zarr.json").write_text(json.dumps(meta))
+    (copy / "unlabelled").mkdir()  # a dataset without a manifest: seen by nobody
+    (copy / "unlabelled" / "zarr.json").write_text(json.dumps({"zarr_format": 3}))
+    store = MbcStore(path=str(copy))
+    assert store.dataset_groups() == {"ct-covid": "ophthalmology"}
+    assert store.visible(["ophthalmology"]) == ["ct-covid"] and store.visible(["radiology"]) == []
+    assert MbcStore(path=str(tmp_path / "nothing")).dataset_groups() == {}
 
 
-def test_datasets_follow_group_membership(groups_of):
-    assert visible_datasets(groups_of, ["ophthalmology"]) == ["fundus-glaucoma"]
-    assert visible_datasets(groups_of, ["radiology"]) == ["ct-covid", "dicom-reference"]
-    assert visible_datasets(groups_of, ["radiology", "ophthalmology"]) == sorted(groups_of)
-    assert visible_datasets(groups_of, ["mbc-admins"]) == []
-    assert visible_datasets(groups_of, ["radiology"], present=["ct-covid"]) == ["ct-covid"]
-    # a dataset without a manifest is seen by nobody
-    assert visible_datasets(groups_of, ["radiology"], present=["ct-covid", "secret"]) == [
-        "ct-covid"
-    ]
+def test_datasets_follow_group_membership():
+    assert visible_datasets(GROUPS_OF, ["ophthalmology"]) == ["fundus-glaucoma"]
+    assert visible_datasets(GROUPS_OF, ["radiology"]) == ["ct-covid", "dicom-reference"]
+    assert visible_datasets(GROUPS_OF, ["radiology", "ophthalmology"]) == sorted(GROUPS_OF)
+    assert visible_datasets(GROUPS_OF, ["mbc-admins"]) == []
 
 
-def test_researcher_gets_only_their_groups_datasets_read_only(cfg, groups_of):
-    p = plan(cfg, groups_of)
-    store = str(cfg.store.host_path)
+def test_researcher_gets_only_their_groups_datasets_read_only(settings):
+    p = plan(settings)
+    store = str(settings.store_path)
     binds = [m for m in p.mounts if m["type"] == "bind"]
     assert [(m["source"], m["target"]) for m in binds] == [
         (f"{store}/zarr.json", "/mnt/mbc-store/zarr.json"),
@@ -91,22 +102,26 @@ def test_researcher_gets_only_their_groups_datasets_read_only(cfg, groups_of):
     assert p.environment["MBC_DATASETS"] == "fundus-glaucoma"
 
 
-def test_home_is_a_named_volume_per_user(cfg, groups_of):
-    p = plan(cfg, groups_of)
+def test_home_is_a_named_volume_per_user(settings):
+    p = plan(settings)
     home = [m for m in p.mounts if m["type"] == "volume"]
     assert home == [
         {"type": "volume", "source": "mbc-home-alice", "target": "/home/jovyan", "read_only": False}
     ]
-    assert home_volume_name("mbc-home-{username}", "alice") == "mbc-home-alice"
-    odd = {home_volume_name("mbc-home-{username}", n) for n in ("Jane.Doe", "jane-doe", "jane_doe")}
-    assert len(odd) == 3 and all(n.islower() or "-" in n for n in odd)
+    # names as DockerSpawner escapes them for Docker (its public escaped_name): distinct
+    c = Config({"MbcContainerSpawner": {"home_volume": "mbc-home-{username}"}})
+    odd = set()
+    for name in ("Jane.Doe", "jane-doe", "jane_doe"):
+        spawner = MbcDockerSpawner(config=c, user=fake_user(name, []))
+        odd.add(home_volume_name(spawner.home_volume, spawner.escaped_name))
+    assert len(odd) == 3 and all(n == n.lower() and "." not in n for n in odd)
 
 
-def test_profiles_set_limits_and_shm(cfg, groups_of):
-    cpu = plan(cfg, groups_of)
+def test_profiles_set_limits_and_shm(settings):
+    cpu = plan(settings)
     assert (cpu.cpu_limit, cpu.mem_limit, cpu.host_config["shm_size"]) == (2.0, "8G", "2G")
     assert "device_requests" not in cpu.host_config
-    gpu = plan(cfg, groups_of, profile="gpu", gpu="1")
+    gpu = plan(settings, profile="gpu", gpu="1")
     assert (gpu.cpu_limit, gpu.mem_limit, gpu.host_config["shm_size"]) == (8.0, "48G", "16G")
     assert gpu.host_config["device_requests"] == [
         {"driver": "nvidia", "device_ids": ["1"], "capabilities": [["gpu"]]}
@@ -119,15 +134,15 @@ def test_profiles_set_limits_and_shm(cfg, groups_of):
     assert gpu.audit_details()["gpu"] == "1"
 
 
-def test_gpu_profile_needs_exactly_the_allocated_gpu(cfg, groups_of):
+def test_gpu_profile_needs_exactly_the_allocated_gpu(settings):
     with pytest.raises(PolicyViolation, match="needs a GPU"):
-        plan(cfg, groups_of, profile="gpu", gpu=None)
+        plan(settings, profile="gpu", gpu=None)
     with pytest.raises(PolicyViolation, match="has no GPU"):
-        plan(cfg, groups_of, profile="cpu", gpu="0")
+        plan(settings, profile="cpu", gpu="0")
 
 
-def test_container_is_isolated(cfg, groups_of):
-    p = plan(cfg, groups_of)
+def test_container_is_isolated(settings):
+    p = plan(settings)
     assert p.create_kwargs["user"] == "1000:100"
     hc = p.host_config
     assert hc["network_mode"] == "mbc-internal" and hc["cap_drop"] == ["ALL"]
@@ -163,14 +178,14 @@ def test_container_is_isolated(cfg, groups_of):
         (lambda p: {"host_config": {**p.host_config, "privileged": True}}, "privileged"),
     ],
 )
-def test_isolation_check_refuses_unsafe_specs(cfg, groups_of, change, message):
-    p = plan(cfg, groups_of)
+def test_isolation_check_refuses_unsafe_specs(settings, change, message):
+    p = plan(settings)
     with pytest.raises(PolicyViolation, match=message):
-        check_isolation(dataclasses.replace(p, **change(p)), cfg)
+        check_isolation(dataclasses.replace(p, **change(p)), settings.store_path)
 
 
-def test_docker_accepts_the_specs(cfg, groups_of):
-    p = plan(cfg, groups_of, profile="gpu", gpu="0")
+def test_docker_accepts_the_specs(settings):
+    p = plan(settings, profile="gpu", gpu="0")
     mounts = [docker.types.Mount(**m) for m in p.mounts]
     host = docker.types.HostConfig(version="1.44", mounts=mounts, **p.host_config)
     assert host["ShmSize"] == 16 * 1024**3
@@ -178,18 +193,9 @@ def test_docker_accepts_the_specs(cfg, groups_of):
     assert all(m["ReadOnly"] for m in host["Mounts"] if m["Type"] == "bind")
 
 
-def test_swarm_specs(cfg, groups_of):
-    p = plan_container(
-        cfg,
-        username="bob",
-        owner="bob",
-        user_groups=["radiology"],
-        profile=cfg.profile("gpu"),
-        gpu=None,
-        groups_of_datasets=groups_of,
-        scheduler_assigns_gpu=True,
-    )
-    specs = swarm_specs(p, cfg)
+def test_swarm_specs(settings):
+    p = plan(settings, user="bob", groups=["radiology"], profile="gpu", scheduler_assigns_gpu=True)
+    specs = swarm_specs(p, "NVIDIA-GPU")
     shm = specs["mounts"][-1]
     assert shm["type"] == "tmpfs" and shm["target"] == "/dev/shm"
     assert shm["tmpfs_size"] == 16 * 1024**3

@@ -25,8 +25,7 @@ pytestmark = pytest.mark.slow
 SOCKET = "/var/run/docker.sock"
 
 DRIVE = """
-import json, sys
-sys.path.insert(0, "/srv/tests/hub")
+import json
 import requests
 from hub_helpers import auth, login, run_in_kernel, start_server, stop_server, user_token, wait_for
 url = "http://127.0.0.1:8000"
@@ -68,7 +67,10 @@ def swarm(client):
 
 
 def exec_in(client, container: str, code: str, timeout: float = 300) -> dict:
-    run = client.exec_create(container, ["python3", "-c", textwrap.dedent(code)])
+    # run in the tests' folder: `python -c` finds hub_helpers there
+    run = client.exec_create(
+        container, ["python3", "-c", textwrap.dedent(code)], workdir="/srv/tests/hub"
+    )
     output = client.exec_start(run["Id"]).decode()
     code_ = client.exec_inspect(run["Id"])["ExitCode"]
     assert code_ == 0, f"driver failed ({code_}):\n{output}"
@@ -89,22 +91,23 @@ def test_swarm_spawner_spawns_a_service_and_stops_it(tmp_path, client, swarm, hu
     platform.write_text(
         yaml.safe_dump(
             {
-                "hub": {
+                "MbcPlatform": {"spawner": "swarm"},
+                "JupyterHub": {
                     "bind_url": "http://127.0.0.1:8000",
                     "hub_bind_url": "http://0.0.0.0:8081",
                     "hub_connect_url": f"http://{hub_name}:8081",
                 },
-                "spawner": {"mode": "swarm", "start_timeout": 240, "http_timeout": 120},
-                "auth": {"mode": "demo", "demo": {"users_file": str(users)}},
-                "store": {"host_path": str(hub_store)},
-                "docker": {
+                "Spawner": {"start_timeout": 240, "http_timeout": 120},
+                "DemoAuthenticator": {"users_file": str(users)},
+                "MbcStore": {"path": str(hub_store)},
+                "DockerSpawner": {
                     "image": researcher,
-                    "network": network,
-                    "home_volume": volumes + "-{username}",
+                    "network_name": network,
                     "pull_policy": "skip",
                 },
-                "gpus": {"devices": "none"},
-                "culler": {"enabled": False},
+                "MbcContainerSpawner": {"home_volume": volumes + "-{username}"},
+                "GpuAllocator": {"devices": "none"},
+                "IdleCuller": {"enabled": False},
             }
         )
     )

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import shutil
 import signal
 import socket
 import subprocess
@@ -22,7 +21,10 @@ from urllib.parse import urlparse
 
 import yaml
 
-from .errors import MbcError
+from mbc_lib.errors import MbcError
+
+from .config import layered_config, proxy_command
+from .platform import PlatformConfigError
 
 #: demo user -> groups (mbc-admins: hub admin)
 DEMO_USERS: dict[str, list[str]] = {
@@ -31,12 +33,11 @@ DEMO_USERS: dict[str, list[str]] = {
     "carol": ["ophthalmology", "radiology", "mbc-admins"],
 }
 DEMO_ROLES = {"alice": "researcher", "bob": "researcher", "carol": "instructor, hub admin"}
-PROXY_BIN = Path(".cache/npm/node_modules/.bin/configurable-http-proxy")
 
 
 def project_dir() -> Path:
     """The checkout that holds ``hub/`` next to ``mbc_lib/``."""
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     if not (root / "hub" / "jupyterhub_config.py").is_file():
         raise MbcError(f"mbc demo runs from a checkout of the mbc repository (no hub/ in {root})")
     return root
@@ -63,13 +64,12 @@ def demo_logins(path: Path) -> dict[str, dict]:
 
 
 def find_proxy(root: Path) -> str:
-    local = root / PROXY_BIN
-    if local.exists():
-        return str(local)
-    found = shutil.which("configurable-http-proxy")
-    if found:
-        return found
-    raise MbcError("configurable-http-proxy is not installed: run `make proxy` (or `make demo`)")
+    try:
+        return proxy_command(None, root)[0]
+    except PlatformConfigError:
+        raise MbcError(
+            "configurable-http-proxy is not installed: run `make proxy` (or `make demo`)"
+        ) from None
 
 
 def bind_url(bind: str) -> str:
@@ -147,21 +147,17 @@ def banner(url: str, users: dict[str, dict], store: Path, data_dir: Path) -> str
     return "\n".join(lines)
 
 
-def remove_demo_network(root: Path, env: dict[str, str]) -> str | None:
+def remove_demo_network(env: dict[str, str]) -> str | None:
     """Remove the platform network the demo's hub used, once no container is on it; returns
     its name, or None where it is gone already or still in use (a line says so)."""
     import docker
     from docker.utils import kwargs_from_env
 
     # the network's name as the hub resolved it (its platform file and environment)
-    found = subprocess.run(
-        [sys.executable, "-c", "from mbc_hub.config import load_platform_config as load\n"
-         "print(load().docker.network)"],
-        cwd=root, env={**env, "PYTHONPATH": str(root / "hub")}, capture_output=True, text=True,
-    )  # fmt: skip
-    name = found.stdout.strip()
-    if found.returncode != 0 or not name:
-        print(f"mbc demo: platform network not removed ({found.stderr.strip()})", file=sys.stderr)
+    try:
+        name = layered_config(environ=env).DockerSpawner.network_name
+    except PlatformConfigError as exc:
+        print(f"mbc demo: platform network not removed ({exc})", file=sys.stderr)
         return None
     client = docker.APIClient(version="auto", **kwargs_from_env())
     for network in client.networks(names=[name]):
@@ -181,7 +177,7 @@ def remove_demo_network(root: Path, env: dict[str, str]) -> str | None:
 
 def run_demo(workdir: Path, bind: str, spawner: str) -> int:
     """Build (or reuse) the sample store, start the hub in the foreground, print how to log in."""
-    from .sample.store import build_sample_store
+    from mbc_lib.sample.store import build_sample_store
 
     # Ctrl-C stops the demo even where it was started with SIGINT ignored (a background job
     # of a non-interactive shell, some CI runners), which Python would otherwise inherit.
@@ -240,4 +236,4 @@ def run_demo(workdir: Path, bind: str, spawner: str) -> int:
                 proc.wait()
         relay.join(timeout=10)
         if spawner == "docker":
-            remove_demo_network(root, env)
+            remove_demo_network(env)
