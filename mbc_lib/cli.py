@@ -141,6 +141,22 @@ def _cmd_catalog(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_upload(args: argparse.Namespace) -> int:
+    from .upload import read_token, upload
+
+    summary = upload(
+        Path(args.src),
+        args.url,
+        read_token(Path(args.token_file)),
+        args.dataset,
+        deid_key_file=Path(args.deid_key_file) if args.deid_key_file else None,
+        part_bytes=args.part_size * 1024 * 1024,
+        progress=not args.quiet,
+    )
+    print("\n".join(summary.lines()))
+    return 0 if summary.accounted else 1
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     try:
         from mbc_hub.demo import run_demo
@@ -224,6 +240,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_ingest)
+
+    p = sub.add_parser(
+        "upload",
+        help="resumable upload of a de-identified tree to the cloud's ingest service",
+        description="Upload SRC into a dataset through the ingest service: a re-run resumes "
+        "(what arrived is skipped by hash); exit 0 only when every file is accounted for.",
+    )
+    p.add_argument("src", metavar="SRC", help="the dataset folder to send")
+    p.add_argument("--url", required=True, metavar="URL", help="the hub, e.g. https://hub.example")
+    p.add_argument(
+        "--token-file", required=True, metavar="T", help="file holding the society's API token"
+    )
+    p.add_argument("--dataset", required=True, metavar="NAME", help="the dataset to fill")
+    p.add_argument(
+        "--deid-key-file", metavar="KEY", help="de-identify SRC here first (PHI never leaves)"
+    )
+    p.add_argument(
+        "--part-size", type=int, default=8, metavar="MIB", help="MiB per request (default 8)"
+    )
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_upload)
 
     p = sub.add_parser(
         "verify", help="check layout, checksums, catalog and PHI gate; exit 1 on any finding"

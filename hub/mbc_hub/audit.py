@@ -1,4 +1,5 @@
-"""The audit log: one JSON object per line for each login, spawn, stop and refusal.
+"""The audit log: one JSON object per line for each login, spawn, stop, refusal, upload and
+ingest.
 
 Lines hold the time (UTC, ISO 8601), the event, the user and details. Secrets never reach the
 file: any detail whose key names a password, token, secret or auth state is dropped.
@@ -18,7 +19,7 @@ from traitlets.config import Configurable
 
 from .traits import AbsolutePath
 
-EVENTS = ("login", "spawn", "stop", "refusal")
+EVENTS = ("login", "spawn", "stop", "refusal", "upload", "ingest")
 _SECRET_KEY = re.compile(r"pass(word)?|token|secret|auth_state|cookie|api_key", re.IGNORECASE)
 
 

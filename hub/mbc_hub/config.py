@@ -67,6 +67,7 @@ def mbc_classes() -> list[type[Configurable]]:
         MbcSwarmSpawner,
     )
     from .store import MbcStore
+    from .upload.settings import MbcUpload
 
     return [
         MbcPlatform,
@@ -81,6 +82,7 @@ def mbc_classes() -> list[type[Configurable]]:
         MbcOAuthenticator,
         AuditLog,
         IdleCuller,
+        MbcUpload,
     ]
 
 
@@ -272,7 +274,57 @@ def resolve_gateway(url: str, network_name: str) -> str:
     return url.replace(GATEWAY, gateway(ensure_network(client, network_name, swarm=False)))
 
 
-def derive(c: Config, project_dir: Path, environ: Mapping[str, str] | None = None) -> None:
+def upload_service_environment(
+    path: str | os.PathLike[str] | None, environ: Mapping[str, str]
+) -> dict[str, str]:
+    """What the ingest service needs of the hub's environment to read the same settings."""
+    env = {var: environ[var] for var in (*ENV_OVERRIDES, "MBC_DATASETS_DIR") if environ.get(var)}
+    path = path or environ.get(CONFIG_ENV)
+    if path:
+        env[CONFIG_ENV] = str(Path(path).absolute())
+    return env
+
+
+def _add_upload_service(
+    c: Config, services: list, roles: list, env: dict[str, str], store: Any
+) -> None:
+    """The ingest service, the society accounts, their roles and the upload scopes."""
+    from mbc_lib.errors import MbcError
+    from mbc_lib.manifests import load_manifests
+
+    from .upload.settings import MbcUpload
+
+    upload = MbcUpload(config=c)
+    if not upload.enabled:
+        return
+    try:
+        upload.check()
+    except ValueError as exc:
+        raise PlatformConfigError(str(exc)) from None
+    try:
+        datasets = set(load_manifests())
+    except MbcError:
+        datasets = set()
+    datasets |= set(store.dataset_groups())
+    taken = {s.get("name") for s in services}
+    for entry in upload.services(env):
+        if entry["name"] in taken:
+            raise PlatformConfigError(
+                f"MbcUpload.societies: {entry['name']!r} is also the name of another hub service"
+            )
+        services.append(entry)
+    roles.extend(upload.roles())
+    scopes = dict(c.JupyterHub.get("custom_scopes") or {})
+    scopes.update(upload.custom_scopes(datasets))
+    c.JupyterHub.custom_scopes = scopes
+
+
+def derive(
+    c: Config,
+    project_dir: Path,
+    environ: Mapping[str, str] | None = None,
+    path: str | os.PathLike[str] | None = None,
+) -> None:
     """What follows from ``MbcPlatform``'s choices, set in ``c`` where it is not set yet."""
     from .audit import AuditLog
     from .auth import DemoAuthenticator, MbcOAuthenticator
@@ -335,10 +387,11 @@ def derive(c: Config, project_dir: Path, environ: Mapping[str, str] | None = Non
     if culler.enabled:
         services.append(culler.service())
         roles.append(culler.role())
-    hub.services, hub.load_roles = services, roles
-    MbcStore(config=c)
-    AuditLog(config=c)
     Path(platform.data_dir).mkdir(parents=True, exist_ok=True)
+    store = MbcStore(config=c)
+    _add_upload_service(c, services, roles, upload_service_environment(path, environ), store)
+    hub.services, hub.load_roles = services, roles
+    AuditLog(config=c)
 
 
 def load_platform_config(
@@ -351,7 +404,7 @@ def load_platform_config(
     """Merge the platform config into ``c`` (JupyterHub's, in ``jupyterhub_config.py``) and
     return it; :class:`PlatformConfigError` with one line naming the setting if it is invalid."""
     config = layered_config(path, environ)
-    derive(config, Path(project_dir) if project_dir else Path.cwd(), environ)
+    derive(config, Path(project_dir) if project_dir else Path.cwd(), environ, path)
     if c is None:
         return config
     c.merge(config)

@@ -96,10 +96,7 @@ def ingest_nifti_ct(
     for f in class_files or []:  # metadata of the cases: counted with them
         if f.rel not in run.counted:
             run.counted.add(f.rel)
-            if run.new_case:
-                run.result.published += 1
-            else:
-                run.result.duplicate += 1
+            run.result.add(f.rel, "published" if run.new_case else "duplicate")
 
 
 def _publish_case(run: _Run, case: str, f: SourceFile, mask_file: SourceFile | None) -> None:

@@ -70,6 +70,22 @@ class IngestResult:
     cases_duplicate: int = 0
     quarantine_dir: Path | None = None
     reasons: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    #: every file's outcome by its path in the source: (published | duplicate | quarantined,
+    #: the reason when quarantined)
+    outcomes: dict[str, tuple[str, str | None]] = field(default_factory=dict)
+
+    def add(self, rel: str, outcome: str, reason: str | None = None) -> None:
+        """Account for one file of the source."""
+        if outcome == "published":
+            self.published += 1
+        elif outcome == "duplicate":
+            self.duplicate += 1
+        elif outcome == "quarantined":
+            self.quarantined += 1
+            self.reasons[(reason or "").split(":")[0][:80]] += 1
+        else:
+            raise ValueError(f"unknown outcome {outcome!r}")
+        self.outcomes[rel] = (outcome, reason)
 
     def summary(self) -> str:
         lines = [
@@ -170,7 +186,7 @@ class _Run:
             self.quarantine.put(f.path, f.rel, reason, f.stamp)
         else:
             self.quarantine.record(f.rel, reason)
-        _count_refusal(self.result, reason)
+        self.result.add(f.rel, "quarantined", reason)
 
     def publish(self, case: CaseData, files: list[SourceFile]) -> str:
         """Publish ``case`` built from ``files``; returns published, duplicate or refused."""
@@ -178,7 +194,8 @@ class _Run:
         checksum = case.checksum()
         existing = self.writer.existing_checksum(case.case_id)
         if existing == checksum:
-            self.result.duplicate += len(files)
+            for f in files:
+                self.result.add(f.rel, "duplicate")
             self.result.cases_duplicate += 1
             return "duplicate"
         if existing is not None:
@@ -200,7 +217,8 @@ class _Run:
             for f in files:
                 self.refuse(f, f"cannot store the case: {describe_error(exc)}")
             return "refused"
-        self.result.published += len(files)
+        for f in files:
+            self.result.add(f.rel, "published")
         self.result.cases_published += 1
         self.new_case = True
         return "published"
@@ -216,11 +234,6 @@ class _Run:
             self.labels.used_by_new = True
         elif outcome == "duplicate":
             self.labels.used_by_duplicate = True
-
-
-def _count_refusal(result: IngestResult, reason: str) -> None:
-    result.quarantined += 1
-    result.reasons[reason.split(":")[0][:80]] += 1
 
 
 # -- options and places, checked before anything is created --------------------------------
@@ -257,6 +270,7 @@ def ingest(
     manifest_dir: Path | None = None,
     manifest: Manifest | None = None,
     pixel_budget: int | None = None,
+    wait_for_lock: bool = False,
 ) -> IngestResult:
     """Ingest ``src`` into ``store`` as ``dataset``; see the module docstring.
 
@@ -264,7 +278,8 @@ def ingest(
     refused files go (default ``STORE.quarantine`` beside the store); ``pixel_budget``:
     pixels any one image may declare (default :func:`mbc_lib.sources.limits.max_pixels`);
     ``manifest``: use this manifest (``mbc ingest --manifest FILE``) instead of looking
-    ``dataset`` up in ``manifest_dir``.
+    ``dataset`` up in ``manifest_dir``; ``wait_for_lock``: wait while another ingest writes
+    to the store (the ingest service queues) instead of refusing at once.
     """
     src, store = Path(src), Path(store)
     quarantine_root = (
@@ -284,8 +299,10 @@ def ingest(
     q = Quarantine(quarantine_root, manifest.name)
     result = IngestResult(dataset=manifest.name, store=store, quarantine_dir=q.run_dir)
     if key is None:
-        return _ingest_tree(src, store, manifest, q, result, progress, budget)
-    return _deid_then_ingest(src, store, manifest, q, result, progress, budget, key)
+        return _ingest_tree(src, store, manifest, q, result, progress, budget, wait=wait_for_lock)
+    return _deid_then_ingest(
+        src, store, manifest, q, result, progress, budget, key, wait=wait_for_lock
+    )
 
 
 def _deid_then_ingest(
@@ -297,6 +314,8 @@ def _deid_then_ingest(
     progress: bool,
     budget: int,
     key: Any,
+    *,
+    wait: bool = False,
 ) -> IngestResult:
     """De-identify ``src`` into a temporary tree beside the store, then ingest that tree."""
     from ..deid.tree import deid_tree
@@ -316,11 +335,11 @@ def _deid_then_ingest(
         for entry in report.refused:
             q.record(entry.path, f"refused by de-identification: {entry.reason}")
             result.seen += 1
-            _count_refusal(result, "refused by de-identification")
+            result.add(entry.path, "quarantined", f"refused by de-identification: {entry.reason}")
             if entry.path == manifest.label_file:
                 table_refused = f"refused by de-identification: {entry.reason}"
         return _ingest_tree(
-            work / "out", store, manifest, q, result, progress, budget, True, table_refused
+            work / "out", store, manifest, q, result, progress, budget, True, table_refused, wait
         )
     finally:
         remove_tree(work)
@@ -374,6 +393,28 @@ def _gate(src: Path, manifest: Manifest, progress: bool, budget: int, from_deid:
             continue  # the de-identifier's own report is not part of the input
         _gate_one(f, data, manifest, gated, budget)
     return gated
+
+
+def gate_file(
+    path: Path, rel: str, manifest: Manifest, pixel_budget: int | None = None
+) -> list[str]:
+    """The PHI gate on one file as ``mbc ingest`` runs it: what in it identifies a person
+    (empty when nothing does; a file the gate cannot read or place is left to ingest)."""
+    try:
+        data, _ = read_stamped(path)
+    except UnreadableFile:
+        return []
+    return gate_data(data, rel, manifest, pixel_budget)
+
+
+def gate_data(
+    data: bytes, rel: str, manifest: Manifest, pixel_budget: int | None = None
+) -> list[str]:
+    """:func:`gate_file` on bytes received (``rel``: the name they arrived under)."""
+    gated = _Gated()
+    f = SourceFile(Path(rel), rel, classify(data[:HEAD_BYTES], rel, manifest))
+    _gate_one(f, data, manifest, gated, max_pixels(pixel_budget))
+    return gated.identified.get(rel, [])
 
 
 #: What the gate checks each non-DICOM kind with, and the list of ``_Gated`` it joins.
@@ -456,6 +497,7 @@ def _ingest_tree(
     budget: int,
     from_deid: bool = False,
     table_refused: str | None = None,
+    wait: bool = False,
 ) -> IngestResult:
     """Gate, convert and publish the files under ``src``. ``table_refused``: why the
     de-identifier refused the label table (its images are then held back, as when ingest
@@ -482,7 +524,7 @@ def _ingest_tree(
             f"'mbc deid' or pass --deid-key-file (details: {detail})"
         )
     try:
-        with StoreWriter(store, manifest) as writer:
+        with StoreWriter(store, manifest, wait=wait) as writer:
             run = _Run(manifest, writer, q, result, progress, budget)
             try:
                 if table_refused and manifest.label_file:
@@ -523,11 +565,8 @@ def _publish_all(run: _Run, gated: _Gated) -> None:
             run.refuse(m, "masks are not accepted by a DICOM reference dataset")
         _ingest_generic(run, gated.dicoms, gated.photos)
     _account_labels(run)
-    for _ in gated.reports:  # mbc deid's report: metadata that travels with its files
-        if run.new_case:
-            run.result.published += 1
-        else:
-            run.result.duplicate += 1
+    for f in gated.reports:  # mbc deid's report: metadata that travels with its files
+        run.result.add(f.rel, "published" if run.new_case else "duplicate")
 
 
 # -- label table ------------------------------------------------------------------------------
@@ -585,9 +624,9 @@ def _account_labels(run: _Run) -> None:
         return
     run.counted.add(labels.file.rel)
     if labels.used_by_new:
-        run.result.published += 1
+        run.result.add(labels.file.rel, "published")
     elif labels.used_by_duplicate:
-        run.result.duplicate += 1
+        run.result.add(labels.file.rel, "duplicate")
     else:
         run.refuse(labels.file, "no row of the label table matches an image in this input")
 
@@ -795,4 +834,11 @@ def _series_mask(run: _Run, entry: _Mask | None, vol: convert.Volume) -> np.ndar
     return candidate.astype(np.uint8)
 
 
-__all__ = ["IngestResult", "SourceFile", "ingest", "remove_stale_work_trees"]
+__all__ = [
+    "IngestResult",
+    "SourceFile",
+    "gate_data",
+    "gate_file",
+    "ingest",
+    "remove_stale_work_trees",
+]

@@ -78,9 +78,10 @@ def remove_tree(path: Path) -> None:
 class StoreWriter:
     """Writes one dataset of a store. Use as a context manager: it holds the ingest lock."""
 
-    def __init__(self, root: Path, manifest: Manifest) -> None:
+    def __init__(self, root: Path, manifest: Manifest, *, wait: bool = False) -> None:
         self.root = Path(root)
         self.manifest = manifest
+        self.wait = wait  # wait for the ingest lock instead of refusing at once
         self._lock_fh: Any = None
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -88,7 +89,7 @@ class StoreWriter:
         self.root.mkdir(parents=True, exist_ok=True)
         self._lock_fh = open(self.root / layout.LOCK_FILE, "a")  # noqa: SIM115
         try:
-            fcntl.flock(self._lock_fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(self._lock_fh, fcntl.LOCK_EX | (0 if self.wait else fcntl.LOCK_NB))
         except BlockingIOError:
             self._lock_fh.close()
             raise MbcError(f"another ingest is writing to {self.root}; try again later") from None

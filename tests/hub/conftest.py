@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from .docker_helpers import MISSING_ATTR
-from .hub_helpers import HubProcess, write_users
+from .hub_helpers import HubProcess, free_port, write_users
+from .upload_helpers import wait_for_service
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -77,6 +78,76 @@ def demo_hub(tmp_path_factory, hub_store, notebooks_dir) -> HubProcess:
     hub.start()
     yield hub
     hub.stop()
+
+
+# -- the ingest service ---------------------------------------------------------------------
+UPLOAD_PART = 64 * 1024  # the test hub's part limit: small, so a CT slice takes several parts
+SOCIETIES = {
+    "radiology-society": ["ct-covid"],
+    "second-radiology": ["ct-covid"],
+    "eye-society": ["fundus-glaucoma"],
+}
+
+
+@pytest.fixture(scope="session")
+def trees(tmp_path_factory) -> dict[str, Path]:
+    """Sample trees as a society has them: identified input and its de-identified copy (two
+    seeds, so two sets of patients)."""
+    from mbc_lib.deid.keys import DeidKey, generate_key_file
+    from mbc_lib.deid.tree import deid_tree
+    from mbc_lib.sample import write_sample_tree
+
+    root = tmp_path_factory.mktemp("upload-trees")
+    key = DeidKey.from_file(generate_key_file(root / "project.key"))
+    out = {}
+    for seed in (0, 1):
+        write_sample_tree(root / f"input{seed}", seed=seed, n_fundus=6, n_ct=2, ct_size=32)
+        deid_tree(root / f"input{seed}", root / f"deid{seed}", key, progress=False)
+        out[f"input{seed}"] = root / f"input{seed}"
+        out[f"deid{seed}"] = root / f"deid{seed}"
+    out["key"] = root / "project.key"
+    return out
+
+
+@pytest.fixture(scope="session")
+def upload_hub(tmp_path_factory) -> HubProcess:
+    """A hub whose ingest service serves three societies and a DICOM receiver (on
+    ``hub.dicom_port``, for the calling AE title SOCPACS)."""
+    work = tmp_path_factory.mktemp("uploadhub")
+    users = write_users(work / "demo-users.yaml", DEMO_USERS)
+    dicom_port = free_port()
+    hub = HubProcess(
+        work,
+        {
+            "MbcPlatform": {"spawner": "local", "authenticator": "demo"},
+            "DemoAuthenticator": {"users_file": str(users)},
+            "MbcStore": {"path": str(work / "store")},
+            "IdleCuller": {"enabled": False},
+            "Spawner": {"start_timeout": 90, "http_timeout": 90},
+            "MbcUpload": {
+                "societies": SOCIETIES,
+                "max_part_bytes": UPLOAD_PART,
+                "max_files_per_session": 400,
+                "max_sessions_per_society": 3,
+                "stow_settle_seconds": 1.0,
+                "dicom_port": dicom_port,
+                "dicom_callers": {
+                    "SOCPACS": {"society": "radiology-society", "dataset": "ct-covid"}
+                },
+            },
+        },
+    )
+    hub.dicom_port = dicom_port
+    hub.start()
+    wait_for_service(hub)
+    yield hub
+    hub.stop()
+
+
+@pytest.fixture(scope="session")
+def upload_store(upload_hub) -> Path:
+    """The store the upload hub's ingest service fills."""
+    return upload_hub.workdir / "store"
 
 
 @pytest.hookimpl(wrapper=True)

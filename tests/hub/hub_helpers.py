@@ -77,6 +77,7 @@ class HubProcess:
             },
             "ConfigurableHTTPProxy": {"api_url": f"http://127.0.0.1:{free_port()}"},
             "MbcPlatform": {"data_dir": str(self.data_dir)},
+            "MbcUpload": {"port": free_port()},
         }
         merged = {section: dict(values) for section, values in platform.items()}
         for section, values in ports.items():
@@ -115,6 +116,7 @@ class HubProcess:
 
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
+            self.kill_services()
             return
         self.proc.send_signal(signal.SIGTERM)
         try:
@@ -122,6 +124,30 @@ class HubProcess:
         except subprocess.TimeoutExpired:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
+        self.kill_services()
+
+    def kill_services(self) -> list[int]:
+        """Kill what is left of this hub's services (each runs in a session of its own, so a
+        hub that had to be killed leaves them behind); returns their pids."""
+        platform = yaml.safe_load(self.platform_file.read_text()) or {}
+        api = platform.get("JupyterHub", {}).get("hub_bind_url", "")
+        port = api.rsplit(":", 1)[-1].split("/")[0] if api else ""
+        mark = f"JUPYTERHUB_API_URL=http://127.0.0.1:{port}/hub/api".encode()
+        left = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit() or not port:
+                continue
+            try:
+                environ = (entry / "environ").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if mark in environ and b"JUPYTERHUB_SERVICE_NAME" in b"".join(environ):
+                try:
+                    os.kill(int(entry.name), signal.SIGKILL)
+                    left.append(int(entry.name))
+                except ProcessLookupError:
+                    continue
+        return left
 
 
 def write_users(path: Path, users: dict[str, dict[str, Any]]) -> Path:

@@ -74,7 +74,10 @@ def test_defaults_are_the_demo(tmp_path, monkeypatch):
     assert c.Spawner.default_url == "/lab" and c.DockerSpawner.image == "mbc-researcher:latest"
     assert Path(c.ConfigurableHTTPProxy.command[0]).name == "configurable-http-proxy"
     assert data.is_dir()
-    (culler,) = c.JupyterHub.services
+    culler, upload = c.JupyterHub.services
+    assert upload["name"] == "mbc-upload" and upload["url"] == "http://127.0.0.1:8091"
+    assert upload["command"][-2:] == ["-m", "mbc_hub.upload"]
+    assert "custom:mbc:upload:ct-covid" in c.JupyterHub.custom_scopes
     assert culler["name"] == "idle-culler"
     assert "--timeout=3600" in culler["command"] and "--max-age=28800" in culler["command"]
     (role,) = c.JupyterHub.load_roles
@@ -184,16 +187,19 @@ def test_missing_file_is_one_clear_error(tmp_path):
 
 def test_culler_settings_and_disabling(tmp_path):
     c = load(tmp_path, "IdleCuller: {timeout: 600, max_age: 0, cull_every: 60}\n")
-    (culler,) = c.JupyterHub.services
+    culler, _ = c.JupyterHub.services
     assert "--timeout=600" in culler["command"] and "--cull-every=60" in culler["command"]
     assert not any(a.startswith("--max-age") for a in culler["command"])
     c = load(tmp_path, "IdleCuller: {enabled: false}\n")
-    assert c.JupyterHub.services == [] and c.JupyterHub.load_roles == []
+    assert [s["name"] for s in c.JupyterHub.services] == ["mbc-upload"]
+    assert c.JupyterHub.load_roles == []
+    c = load(tmp_path, "IdleCuller: {enabled: false}\nMbcUpload: {enabled: false}\n")
+    assert c.JupyterHub.services == [] and "custom_scopes" not in c.JupyterHub
 
 
-def test_a_service_of_the_file_is_kept_beside_the_culler(tmp_path):
+def test_a_service_of_the_file_is_kept_beside_mbcs(tmp_path):
     c = load(tmp_path, "JupyterHub: {services: [{name: ingest, url: 'http://127.0.0.1:9999'}]}\n")
-    assert [s["name"] for s in c.JupyterHub.services] == ["ingest", "idle-culler"]
+    assert [s["name"] for s in c.JupyterHub.services] == ["ingest", "idle-culler", "mbc-upload"]
 
 
 def test_container_hub_settings_reach_the_spawners(tmp_path):
@@ -266,3 +272,57 @@ def test_no_private_api_of_dockerspawner_is_called():
                 assert name not in ("DockerSpawner", "SwarmSpawner"), (
                     f"{path.name} calls {name}.{node.attr}"
                 )
+
+
+def test_societies_become_hub_accounts_with_upload_scopes(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    c = load(
+        tmp_path,
+        "MbcPlatform: {data_dir: hub}\n"
+        "MbcUpload:\n"
+        "  societies: {eye-society: [fundus-glaucoma], radiology: [ct-covid, fundus-glaucoma]}\n"
+        "  dicom_port: 11112\n"
+        "  dicom_callers: {SOCPACS: {society: radiology, dataset: ct-covid}}\n",
+    )
+    path = tmp_path / "platform.yaml"
+    by_name = {s["name"]: s for s in c.JupyterHub.services}
+    token_file = tmp_path / "hub" / "society-tokens" / "eye-society.token"
+    assert by_name["eye-society"]["api_token"] == token_file.read_text().strip()
+    assert oct(token_file.stat().st_mode & 0o777) == "0o600"
+    again = load_platform_config(path=path, environ={}, project_dir=ROOT)
+    assert again.JupyterHub.services == c.JupyterHub.services  # the tokens are kept
+    roles = {r["name"]: r for r in c.JupyterHub.load_roles}
+    assert roles["mbc-society-radiology"]["scopes"] == [
+        "custom:mbc:upload:ct-covid",
+        "custom:mbc:upload:fundus-glaucoma",
+    ]
+    assert roles["mbc-society-radiology"]["services"] == ["radiology"]
+    parent = c.JupyterHub.custom_scopes["custom:mbc:upload"]
+    assert "custom:mbc:upload:fundus-glaucoma" in parent["subscopes"]
+    assert by_name["mbc-upload"]["environment"]["MBC_PLATFORM_CONFIG"] == str(path)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("MbcUpload: {societies: {Eye Society: [fundus-glaucoma]}}", "lower-case letters"),
+        ("MbcUpload: {societies: {eye: []}}", "must list the datasets"),
+        (
+            "MbcUpload: {societies: {eye: [fundus-glaucoma]}, dicom_callers: "
+            "{PACS: {society: other, dataset: ct-covid}}}",
+            "no society 'other'",
+        ),
+        (
+            "MbcUpload: {societies: {eye: [fundus-glaucoma]}, dicom_callers: "
+            "{PACS: {society: eye, dataset: ct-covid}}}",
+            "may not fill ct-covid",
+        ),
+        ("MbcUpload: {societies: {idle-culler: [ct-covid]}}", "another hub service"),
+        ("MbcUpload: {max_part_bytes: 0}", "MbcUpload.max_part_bytes"),
+    ],
+)
+def test_invalid_upload_settings_are_refused_in_one_line(tmp_path, monkeypatch, text, message):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(PlatformConfigError) as refused:
+        load(tmp_path, "MbcPlatform: {data_dir: hub}\n" + text + "\n")
+    assert message in str(refused.value) and "\n" not in str(refused.value)

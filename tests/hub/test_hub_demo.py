@@ -80,6 +80,7 @@ def test_mbc_demo_serves_the_hub_and_prints_url_and_logins(tmp_path, hub_store, 
         "JupyterHub": {"hub_bind_url": f"http://127.0.0.1:{free_port()}"},
         "ConfigurableHTTPProxy": {"api_url": f"http://127.0.0.1:{free_port()}"},
         "IdleCuller": {"enabled": False},
+        "MbcUpload": {"port": free_port()},
     }
     if spawner == "docker":
         client = engine()
