@@ -7,7 +7,7 @@ PROXY := .cache/npm/node_modules/.bin/configurable-http-proxy
 # apt-get as root, else through sudo
 APT := $(if $(filter 0,$(shell id -u)),,sudo) env DEBIAN_FRONTEND=noninteractive apt-get
 
-.PHONY: venv test lint sample-store bench clean proxy browser demo
+.PHONY: venv test lint sample-store bench clean proxy browser demo dicom-tools
 .PHONY: docker-engine wheelhouse base-image images local-images
 
 # The package itself is (re)linked on every run: a cached venv may have served another clone.
@@ -28,7 +28,7 @@ lint: venv
 	$(BIN)/ruff format --check mbc_lib tests benchmarks hub
 
 # The hub tests drive a real Docker engine with the local images (built once, then cached).
-test: venv lint proxy browser docker-engine local-images
+test: venv lint proxy browser dicom-tools docker-engine local-images
 	MBC_TEST_IMAGE=$(LOCAL_RESEARCHER) MBC_TEST_HUB_IMAGE=$(LOCAL_HUB) $(BIN)/pytest -q
 
 # The hub's proxy, installed into the project (never globally).
@@ -41,6 +41,18 @@ $(PROXY):
 browser:
 	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
 	  $(APT) update -qq && $(APT) install -y -qq chromium chromium-driver; fi
+
+# Real DICOM peers for the ingest service's tests: Debian's dcmtk (storescu) and Orthanc with
+# its DICOMweb plugin (a society's PACS). Installed without starting Orthanc's system service
+# (policy-rc.d answers 101 during the install): the tests start their own, on loopback.
+dicom-tools:
+	@if ! dpkg -s dcmtk orthanc orthanc-dicomweb >/dev/null 2>&1; then \
+	  policy=/usr/sbin/policy-rc.d; made=; \
+	  if [ ! -e $$policy ]; then printf '#!/bin/sh\nexit 101\n' | $(SUDO) tee $$policy >/dev/null \
+	    && $(SUDO) chmod +x $$policy && made=1; fi; \
+	  $(APT) update -qq && $(APT) install -y -qq dcmtk orthanc orthanc-dicomweb; rc=$$?; \
+	  [ -n "$$made" ] && $(SUDO) rm -f $$policy; exit $$rc; \
+	fi
 
 # The README's main command: sample store (built once), then the hub on 127.0.0.1:8000 with
 # the local spawner and demo logins; prints the URL and the logins. Ctrl-C stops it.

@@ -152,6 +152,7 @@ def _cmd_upload(args: argparse.Namespace) -> int:
         deid_key_file=Path(args.deid_key_file) if args.deid_key_file else None,
         part_bytes=args.part_size * 1024 * 1024,
         progress=not args.quiet,
+        parallel=args.parallel,
     )
     print("\n".join(summary.lines()))
     return 0 if summary.accounted else 1
@@ -258,6 +259,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--part-size", type=int, default=8, metavar="MIB", help="MiB per request (default 8)"
+    )
+    p.add_argument(
+        "--parallel", type=int, default=4, metavar="N", help="files sent at once (default 4)"
     )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_upload)

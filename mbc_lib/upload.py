@@ -16,6 +16,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -231,8 +232,10 @@ def upload(
     progress: bool = True,
     poll: float = 0.2,
     retries: int = 8,
+    parallel: int = 4,
 ) -> UploadSummary:
-    """Upload ``src`` into ``dataset``; see the module docstring."""
+    """Upload ``src`` into ``dataset``; see the module docstring. ``parallel``: files sent
+    at once (their requests overlap the service's work on the others)."""
     src = Path(src)
     if not src.is_dir():
         raise MbcError(f"source folder not found: {src}")
@@ -257,12 +260,15 @@ def upload(
             desc="upload",
             disable=None if progress else True,
         )
-        with bar:
-            for i, state in enumerate(pending, 1):
-                bar.set_postfix_str(f"file {i}/{len(pending)}")
-                last = _send_file(
-                    client, session["id"], tree / state["path"], state, part_bytes, bar
-                )
+        with bar, ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
+            sends = {
+                pool.submit(
+                    _send_file, client, session["id"], tree / s["path"], s, part_bytes, bar
+                ): s
+                for s in pending
+            }
+            for future in as_completed(sends):
+                state, last = sends[future], future.result()
                 summary.sent_files += 1
                 summary.sent_bytes += state["size"] - state["received"]
                 if last.get("status") == "quarantined":

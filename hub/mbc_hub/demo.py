@@ -33,6 +33,16 @@ DEMO_USERS: dict[str, list[str]] = {
     "carol": ["ophthalmology", "radiology", "mbc-admins"],
 }
 DEMO_ROLES = {"alice": "researcher", "bob": "researcher", "carol": "instructor, hub admin"}
+#: the demo's society account: it may fill the sample store's datasets, over HTTP and DICOM
+DEMO_SOCIETY = "demo-society"
+DEMO_PACS = "DEMO-PACS"
+DEMO_UPLOAD = {
+    "MbcUpload": {
+        "societies": {DEMO_SOCIETY: ["ct-covid", "fundus-glaucoma"]},
+        "dicom_port": 11112,
+        "dicom_callers": {DEMO_PACS: {"society": DEMO_SOCIETY, "dataset": "ct-covid"}},
+    }
+}
 
 
 def project_dir() -> Path:
@@ -80,7 +90,7 @@ def bind_url(bind: str) -> str:
     return url.rstrip("/")
 
 
-def check_port_free(url: str) -> None:
+def check_port_free(url: str, hint: str = "pass --bind HOST:PORT") -> None:
     parsed = urlparse(url)
     with socket.socket() as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -89,8 +99,55 @@ def check_port_free(url: str) -> None:
         except OSError:
             raise MbcError(
                 f"{parsed.hostname}:{parsed.port} is in use (a hub already running?); "
-                "stop it or pass --bind HOST:PORT"
+                f"stop it or {hint}"
             ) from None
+
+
+def demo_platform_file(data_dir: Path) -> Path:
+    """The demo's platform file (rewritten on each start): the demo society and the DICOM
+    receiver; everything else stays at mbc's defaults."""
+    path = data_dir / "demo-platform.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        "# written by mbc demo on each start: the demo society and the DICOM receiver\n"
+        + yaml.safe_dump(DEMO_UPLOAD, sort_keys=False)
+    )
+    return path
+
+
+def upload_lines(url: str, env: dict[str, str], workdir: Path) -> list[str]:
+    """What the banner says of the ingest service: how the demo society uploads."""
+    from .upload.settings import MbcUpload
+
+    upload = MbcUpload(config=layered_config(environ=env))
+    if not upload.enabled:
+        return []
+    lines = [f"  ingest service: {url}/services/mbc-upload/ (docs/upload.md)"]
+    for society, datasets in upload.societies.items():
+        token = upload.token_file(society)
+        lines.append(f"    society {society} may fill {', '.join(datasets)}; token in {token}")
+        lines.append(
+            f"      mbc upload {workdir / 'deid' / datasets[0]} --url {url} "
+            f"--token-file {token} --dataset {datasets[0]}"
+        )
+    if upload.dicom_port:
+        for ae, spec in upload.dicom_callers.items():
+            lines.append(
+                f"    DICOM receiver {upload.dicom_ae_title} at {upload.dicom_ip}:"
+                f"{upload.dicom_port} takes calling AE {ae} into {spec['dataset']}"
+            )
+    return lines
+
+
+def check_upload_ports(env: dict[str, str]) -> None:
+    from .upload.settings import MbcUpload
+
+    upload = MbcUpload(config=layered_config(environ=env))
+    if not upload.enabled or not upload.managed:
+        return
+    check_port_free(f"http://{upload.ip}:{upload.port}", "set MbcUpload.port")
+    if upload.dicom_port:
+        check_port_free(f"http://{upload.dicom_ip}:{upload.dicom_port}", "set MbcUpload.dicom_port")
 
 
 #: What JupyterHub logs once its proxy routes to it: asking the proxy before that is answered
@@ -128,7 +185,9 @@ def wait_until_up(
     raise MbcError(f"the hub did not answer at {url} within {timeout:.0f} s")
 
 
-def banner(url: str, users: dict[str, dict], store: Path, data_dir: Path) -> str:
+def banner(
+    url: str, users: dict[str, dict], store: Path, data_dir: Path, upload: list[str] = ()
+) -> str:
     lines = [
         "",
         f"mbc demo hub: {url}",
@@ -141,6 +200,7 @@ def banner(url: str, users: dict[str, dict], store: Path, data_dir: Path) -> str
     lines += [
         f"  store (read-only to researchers): {store}",
         f"  audit log: {data_dir / 'audit.jsonl'}",
+        *upload,
         "  Ctrl-C stops the hub.",
         "",
     ]
@@ -207,10 +267,17 @@ def run_demo(workdir: Path, bind: str, spawner: str) -> int:
         "MBC_STORE_HOST_PATH": str(store),
         "MBC_DEMO_USERS_FILE": str(users_file),
     }
-    if spawner != "local" and not {"MBC_HUB_API_BIND", "MBC_PLATFORM_CONFIG"} & set(env):
+    user_settings = {"MBC_HUB_API_BIND", "MBC_PLATFORM_CONFIG"} & set(env)
+    if "MBC_PLATFORM_CONFIG" not in env:  # the demo's own: the demo society and receiver
+        env["MBC_PLATFORM_CONFIG"] = str(demo_platform_file(data_dir))
+    if spawner != "local" and not user_settings:
         # Containers reach the hub's API at their network's gateway: the API listens there,
         # on no other address of the host; the web pages stay on loopback.
         env["MBC_HUB_API_BIND"] = "http://{gateway}:8081"
+    try:
+        check_upload_ports(env)
+    except PlatformConfigError as exc:
+        raise MbcError(str(exc)) from None
     command = [sys.executable, "-m", "jupyterhub", "-f", str(root / "hub" / "jupyterhub_config.py")]
     if spawner == "docker":
         # The demo stops what it started: the researchers' containers go with the hub (their
@@ -222,7 +289,7 @@ def run_demo(workdir: Path, bind: str, spawner: str) -> int:
     relay.start()
     try:
         wait_until_up(url, proc, running)
-        print(banner(url, users, store, data_dir), flush=True)
+        print(banner(url, users, store, data_dir, upload_lines(url, env, workdir)), flush=True)
         return proc.wait()
     except KeyboardInterrupt:
         return 130

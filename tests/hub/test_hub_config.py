@@ -326,3 +326,16 @@ def test_invalid_upload_settings_are_refused_in_one_line(tmp_path, monkeypatch, 
     with pytest.raises(PlatformConfigError) as refused:
         load(tmp_path, "MbcPlatform: {data_dir: hub}\n" + text + "\n")
     assert message in str(refused.value) and "\n" not in str(refused.value)
+
+
+def test_an_unmanaged_ingest_service_is_only_proxied_and_given_a_token(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    c = load(
+        tmp_path,
+        "MbcPlatform: {data_dir: hub}\n"
+        "MbcUpload: {managed: false, service_url: 'http://ingest.internal:8091'}\n",
+    )
+    service = next(s for s in c.JupyterHub.services if s["name"] == "mbc-upload")
+    assert "command" not in service and service["url"] == "http://ingest.internal:8091"
+    token = (tmp_path / "hub" / "society-tokens" / "mbc-upload.token").read_text().strip()
+    assert service["api_token"] == token and len(token) == 64

@@ -123,6 +123,7 @@ def test_mbc_demo_serves_the_hub_and_prints_url_and_logins(tmp_path, hub_store, 
         wait_for(lambda: any("Ctrl-C stops the hub" in line for line in lines), 90, "the banner")
         text = "".join(lines)
         assert f"mbc demo hub: http://127.0.0.1:{port}" in text
+        assert f"ingest service: http://127.0.0.1:{port}/services/mbc-upload/" in text
         password = re.search(r"alice\s+password (\S+)", text).group(1)
         saved = yaml.safe_load((workdir / "hub" / "demo-users.yaml").read_text())["users"]
         assert password == saved["alice"]["password"]
@@ -206,3 +207,15 @@ def test_demo_asks_the_proxy_only_once_the_hub_is_running():
     finally:
         hub.kill()
         server.shutdown()
+
+
+def test_the_demo_society_and_receiver_are_in_the_banner(tmp_path):
+    from mbc_hub.demo import DEMO_PACS, DEMO_SOCIETY, demo_platform_file, upload_lines
+
+    data = tmp_path / "hub"
+    env = {"MBC_PLATFORM_CONFIG": str(demo_platform_file(data)), "MBC_HUB_DATA_DIR": str(data)}
+    lines = "\n".join(upload_lines("http://127.0.0.1:8000", env, tmp_path))
+    token = data / "society-tokens" / f"{DEMO_SOCIETY}.token"
+    assert f"society {DEMO_SOCIETY} may fill ct-covid, fundus-glaucoma; token in {token}" in lines
+    assert f"--token-file {token} --dataset ct-covid" in lines
+    assert f"takes calling AE {DEMO_PACS} into ct-covid" in lines

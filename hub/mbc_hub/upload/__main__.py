@@ -31,7 +31,7 @@ def build_service() -> tuple[UploadService, str, str]:
         store=store.root,
         quarantine=Path(settings.quarantine) if settings.quarantine else None,
     )
-    url = os.environ.get("JUPYTERHUB_SERVICE_URL") or settings.url
+    url = os.environ.get("JUPYTERHUB_SERVICE_URL") or f"http://{settings.ip}:{settings.port}"
     prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX") or f"/services/{SERVICE_NAME}/"
     return UploadService(settings, target, AuditLog(config=config)), url, prefix
 

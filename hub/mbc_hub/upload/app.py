@@ -98,7 +98,9 @@ class UploadService:
                 raise UploadError(404, str(exc)) from None
         return self._manifests[dataset]
 
-    def _gate_file(self, path: Path, rel: str, dataset: str) -> list[str]:
+    def _gate_file(self, path: Path, rel: str, dataset: str, data: bytes | None) -> list[str]:
+        if data is not None:
+            return gate_data(data, rel, self.manifest(dataset))
         return gate_file(path, rel, self.manifest(dataset))
 
     def _gate_instance(self, data: bytes, dataset: str) -> list[str]:
@@ -213,6 +215,7 @@ class UploadService:
         p = prefix.rstrip("/")
         opts = {"service": self}
         routes = [
+            (rf"{p}/?", HealthHandler, opts),  # the hub looks here when it starts
             (rf"{p}/api/health", HealthHandler, opts),
             (rf"{p}/api/datasets/([^/]+)/sessions", SessionsHandler, opts),
             (rf"{p}/api/sessions/([0-9a-f]+)", SessionHandler, opts),
@@ -309,7 +312,7 @@ class HealthHandler(BaseHandler):
         return None
 
     def get(self) -> None:
-        self.send_json({"status": "ok"})
+        self.send_json({"service": "mbc-upload", "status": "ok", "docs": "docs/upload.md"})
 
 
 class SessionsHandler(BaseHandler):

@@ -1,11 +1,15 @@
 """Upload sessions on disk: declared files, parts appended by offset, hashes checked on arrival.
 
-A session lives in ``<spool>/sessions/<id>/``: ``session.json`` (written atomically) and
-``tree/``, the files as they arrive. What a file holds on disk is its offset, so a session
-survives a crash of the service: the client asks where each file stands and goes on from
-there. A file whose last part arrives is hashed; a mismatch empties it (send it again), and
-the PHI gate runs on it at once: a file that identifies a person is deleted there and then and
-never reaches the store. The index (``<spool>/index/<dataset>.jsonl``) remembers the hash of
+A session lives in ``<spool>/sessions/<id>/``: ``session.json`` (written atomically when the
+session is made and whenever its state changes) and ``tree/``, the files as they arrive. What a
+file holds on disk is its offset, so a session survives a crash of the service: on restart each
+file's offset is read from disk and a whole file is checked again, and the client asks where
+each file stands and goes on from there. Parts are not synced to disk one by one: a crash of the
+machine may lose the tail of a file, whose hash then fails, and it is sent again.
+
+A file whose last part arrives is hashed; a mismatch empties it (send it again), and the PHI
+gate runs on it at once: a file that identifies a person is deleted there and then and never
+reaches the store. The index (``<spool>/index/<dataset>.jsonl``) remembers the hash of
 every file ingested, so a re-run skips what already arrived.
 """
 
@@ -179,8 +183,9 @@ class Limits:
     max_sessions_per_society: int
 
 
-#: ``gate(path, rel, dataset) -> findings``: what in a received file identifies a person.
-Gate = Callable[[Path, str, str], list[str]]
+#: ``gate(path, rel, dataset, data) -> findings``: what in a received file identifies a person
+#: (``data``: its bytes when they are at hand, else None: read ``path``).
+Gate = Callable[[Path, str, str, bytes | None], list[str]]
 #: Files sent again, though their hash was ingested before, when new cases come with them:
 #: the tables those cases take their labels and classes from.
 ALWAYS_SEND = ("labels.csv", "dataset.json")
@@ -346,22 +351,24 @@ class SessionStore:
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view) :]
-            os.fsync(fd)
         finally:
             os.close(fd)
         f.received = offset + len(data)
         if f.received == f.size:
-            self._arrived(session, rel, f, path)
-        self.save(session)
+            self._arrived(session, rel, f, path, data if offset == 0 else None)
         return f
 
-    def _arrived(self, session: Session, rel: str, f: FileState, path: Path) -> None:
-        if _sha256(path) != f.sha256:
+    def _arrived(
+        self, session: Session, rel: str, f: FileState, path: Path, data: bytes | None = None
+    ) -> None:
+        """A file's last byte is in: its hash, then the PHI gate (``data``: the whole file,
+        when it came in one part)."""
+        digest = hashlib.sha256(data).hexdigest() if data is not None else _sha256(path)
+        if digest != f.sha256:
             path.unlink()
             f.received = 0
-            self.save(session)
             raise UploadError(422, f"{rel}: sha256 does not match what was declared; send it again")
-        findings = self.gate(path, rel, session.dataset)
+        findings = self.gate(path, rel, session.dataset, data)
         if findings:
             path.unlink()  # an identified file is never kept on the cloud side
             f.status = "quarantined"

@@ -87,6 +87,19 @@ class MbcUpload(Configurable):
         True, help="Run the ingest service as a hub service (the store's only writer)."
     ).tag(config=True)
 
+    managed = Bool(
+        True,
+        help="True: the hub starts the service (the demo, one host). False: the service runs "
+        "apart (its own container or host, the only one with the store mounted read-write) and "
+        "the hub only proxies to MbcUpload.url and checks its tokens; the service's API token is "
+        "then token_dir/mbc-upload.token, which the service gets as JUPYTERHUB_API_TOKEN.",
+    ).tag(config=True)
+
+    service_url = Unicode(
+        "",
+        help="Where the hub's proxy reaches an unmanaged service (default http://ip:port).",
+    ).tag(config=True)
+
     ip = Unicode(
         "127.0.0.1", help="Address the service listens on (the hub's proxy reaches it)."
     ).tag(config=True)
@@ -152,7 +165,7 @@ class MbcUpload(Configurable):
     # -- what the hub adds to its config ---------------------------------------------------
     @property
     def url(self) -> str:
-        return f"http://{self.ip}:{self.port}"
+        return self.service_url or f"http://{self.ip}:{self.port}"
 
     def check(self) -> None:
         """Settings that only make sense together; ValueError naming the setting."""
@@ -170,7 +183,8 @@ class MbcUpload(Configurable):
         return Path(self.token_dir) / f"{society}.token"
 
     def society_token(self, society: str) -> str:
-        """The society's API token, made (mode 0600) when its file is missing."""
+        """The society's (or an unmanaged service's) API token, made (mode 0600) when its
+        file is missing."""
         path = self.token_file(society)
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -196,15 +210,13 @@ class MbcUpload(Configurable):
 
     def services(self, environment: Mapping[str, str]) -> list[dict[str, Any]]:
         """``JupyterHub.services`` entries: the ingest service and one account per society."""
-        entries: list[dict[str, Any]] = [
-            {
-                "name": SERVICE_NAME,
-                "url": self.url,
-                "command": [sys.executable, "-m", "mbc_hub.upload"],
-                "environment": dict(environment),
-                "display": False,
-            }
-        ]
+        service: dict[str, Any] = {"name": SERVICE_NAME, "url": self.url, "display": False}
+        if self.managed:
+            service["command"] = [sys.executable, "-m", "mbc_hub.upload"]
+            service["environment"] = dict(environment)
+        else:
+            service["api_token"] = self.society_token(SERVICE_NAME)
+        entries: list[dict[str, Any]] = [service]
         for society in sorted(self.societies):
             entries.append({"name": society, "api_token": self.society_token(society)})
         return entries
