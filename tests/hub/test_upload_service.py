@@ -8,6 +8,7 @@ import hashlib
 import json
 import shutil
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -281,3 +282,31 @@ def test_a_researchers_kernel_cannot_upload_with_its_own_token(upload_hub):
     finally:
         stop_server(upload_hub.url, "alice", token)
     shutil.rmtree(upload_hub.data_dir / "homes" / "alice", ignore_errors=True)
+
+
+def test_an_upload_waits_for_an_ingest_holding_the_store(upload_hub, trees, upload_store):
+    """An admin's `mbc ingest` holds the store's lock: the service's ingest waits for it (the
+    session stays ingesting, never fails), then runs."""
+    from mbc_lib.manifests import get_manifest
+    from mbc_lib.store.writer import StoreWriter
+
+    src = trees["deid1"] / "fundus-glaucoma"
+    client = UploadClient(upload_hub.url, society_token(upload_hub, "eye-society"))
+    session = client.open_session("fundus-glaucoma", declare(src, list(tree_files(src))))
+    for state in session["files"]:
+        if state["status"] == "pending":
+            data = (src / state["path"]).read_bytes()
+            for start in range(0, len(data), PART):
+                client.send_part(session["id"], state["path"], start, data[start : start + PART])
+    with StoreWriter(upload_store, get_manifest("fundus-glaucoma")):
+        client.commit(session["id"])
+        wait_for(lambda: client.session(session["id"])["state"] == "ingesting", 30, "the ingest")
+        time.sleep(2.0)  # long enough for an ingest that did not wait to have failed
+        assert client.session(session["id"])["state"] == "ingesting"
+    done = wait_for(
+        lambda: (s := client.session(session["id"]))["state"] in ("done", "failed") and s,
+        60,
+        "the ingest after the lock",
+    )
+    assert done["state"] == "done", done
+    assert {f["status"] for f in done["files"]} <= {"published", "duplicate", "already"}

@@ -70,6 +70,7 @@ class UploadService:
         self.settings = settings
         self.target = target
         self.audit = audit
+        self._manifests: dict[str, Any] = {}  # before the sessions: their restart gates files
         self.hub_auth = hub_auth or HubAuth(cache_max_age=30)
         spool = Path(settings.spool_dir)
         spool.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -87,7 +88,6 @@ class UploadService:
             spool / "dicom", settings.stow_settle_seconds, self._queue_batch
         )
         self.receiver: DicomReceiver | None = None
-        self._manifests: dict[str, Any] = {}
 
     # -- the gate --------------------------------------------------------------------------
     def manifest(self, dataset: str) -> Any:
