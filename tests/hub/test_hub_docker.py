@@ -17,6 +17,7 @@ import sys
 
 import pytest
 import requests
+import yaml
 from mbc_hub.audit import read_audit
 
 from .conftest import DEMO_USERS
@@ -345,13 +346,19 @@ def test_researchers_reach_the_hub_api_and_nothing_else_and_cannot_log_in(
             # the targets answer: the host reaches the listener and bob's server
             assert requests.get(f"http://{gateway}:{port}/", timeout=5).text == "host-listener"
             assert requests.get(f"http://{bob_ip}:8888/", timeout=5).status_code < 500
-            targets = [("host_port", gateway, port), ("bob_server", bob_ip, 8888)]
+            upload_port = yaml.safe_load(docker_hub.platform_file.read_text())["MbcUpload"]["port"]
+            targets = [
+                ("host_port", gateway, port),
+                ("bob_server", bob_ip, 8888),
+                ("ingest_service", gateway, upload_port),  # the store's writer: loopback only
+            ]
             out = json.loads(
                 run_in_kernel(
                     docker_hub.url, "alice", tokens["alice"], REACH_PROBE.format(targets=targets)
                 )
             )
         assert out["host_port"] == "ConnectionRefusedError", out
+        assert out["ingest_service"] == "ConnectionRefusedError", out
         assert out["bob_server"] in ("TimeoutError", "timeout"), out
         assert out["hub_api"][0] == 200, out
         # the demo login, from alice's container to the hub API's port: refused
