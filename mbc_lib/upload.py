@@ -267,8 +267,9 @@ def upload(
                 ): s
                 for s in pending
             }
-            for future in as_completed(sends):
+            for i, future in enumerate(as_completed(sends), 1):
                 state, last = sends[future], future.result()
+                bar.set_postfix_str(f"{i}/{len(pending)} files")
                 summary.sent_files += 1
                 summary.sent_bytes += state["size"] - state["received"]
                 if last.get("status") == "quarantined":

@@ -310,3 +310,18 @@ def test_an_upload_waits_for_an_ingest_holding_the_store(upload_hub, trees, uplo
     )
     assert done["state"] == "done", done
     assert {f["status"] for f in done["files"]} <= {"published", "duplicate", "already"}
+
+
+def test_mbc_upload_with_a_key_deidentifies_at_the_society_first(
+    upload_hub, trees, tmp_path, capsys
+):
+    token_file = tmp_path / "eye.token"
+    token_file.write_text(society_token(upload_hub, "eye-society"))
+    args = ["upload", str(trees["input1"] / "fundus-glaucoma"), "--url", upload_hub.url]
+    args += ["--token-file", str(token_file), "--dataset", "fundus-glaucoma", "-q"]
+    assert mbc(args) == 0  # every file accounted for: refused on arrival, never kept
+    refused = capsys.readouterr().out
+    assert "quarantined: identifies a person" in refused, refused
+    assert mbc([*args, "--deid-key-file", str(trees["key"])]) == 0
+    out = capsys.readouterr().out
+    assert " 0 quarantined, 0 not sent" in out, out

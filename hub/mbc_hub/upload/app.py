@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import shutil
 from functools import partial
 from pathlib import Path
@@ -109,6 +110,14 @@ class UploadService:
     # -- start and stop --------------------------------------------------------------------
     def start(self) -> None:
         """Take up what a stopped service left: queued sessions and DICOM batches."""
+        root = self.target.store
+        where = root if root.exists() else root.parent
+        if where.exists() and not os.access(where, os.W_OK):
+            log.error(
+                "the store %s is not writable here: every ingest will fail (run the service "
+                "where the store is mounted read-write, MbcUpload.managed: false)",
+                root,
+            )
         for session in list(self.sessions.sessions.values()):
             if session.state in (QUEUED, INGESTING):
                 self.queue.submit(self._ingest_session, session)
