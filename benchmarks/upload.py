@@ -44,6 +44,7 @@ from mbc_lib.upload import upload
 from tests.hub.hub_helpers import HubProcess, free_port, write_users
 from tests.hub.orthanc_helpers import OrthancProcess, tool
 from tests.hub.upload_helpers import (
+    case_count,
     ct_files,
     restudy,
     society_token,
@@ -121,7 +122,7 @@ def one_round(r: int, hub: HubProcess, pacs: OrthancProcess, series, key, work) 
     out: dict[str, float] = {}
 
     def count() -> int:
-        return len(wait_for_cases(store, "ct-covid", 0)) if (store / "zarr.json").exists() else 0
+        return case_count(store, "ct-covid")
 
     t = time.perf_counter()
     for i, files in enumerate(series):

@@ -106,7 +106,8 @@ def read_token(path: Path) -> str:
     return token
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """The sha256 of a file's bytes, read in 1 MiB blocks (hex)."""
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
@@ -124,7 +125,8 @@ class UploadClient:
         self.http = http_session(token, retries)
         self.timeout = timeout
 
-    def _call(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+    def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        """One call of the API (``path`` below ``api/``), retried as :func:`http_session` says."""
         try:
             reply = self.http.request(method, f"{self.api}/{path}", timeout=self.timeout, **kwargs)
         except requests.RequestException as exc:
@@ -132,7 +134,8 @@ class UploadClient:
         return reply
 
     @staticmethod
-    def _json(reply: requests.Response, what: str) -> dict[str, Any]:
+    def answer(reply: requests.Response, what: str) -> dict[str, Any]:
+        """The reply's JSON, or MbcError with ``what`` and the service's one-line error."""
         if reply.status_code >= 400:
             try:
                 message = reply.json().get("error") or reply.reason
@@ -142,14 +145,14 @@ class UploadClient:
         return reply.json()
 
     def open_session(self, dataset: str, files: list[dict[str, Any]]) -> dict[str, Any]:
-        reply = self._call("POST", f"datasets/{quote(dataset)}/sessions", json={"files": files})
-        return self._json(reply, "the upload session was refused")
+        reply = self.request("POST", f"datasets/{quote(dataset)}/sessions", json={"files": files})
+        return self.answer(reply, "the upload session was refused")
 
     def session(self, session_id: str) -> dict[str, Any]:
-        return self._json(self._call("GET", f"sessions/{session_id}"), "session status")
+        return self.answer(self.request("GET", f"sessions/{session_id}"), "session status")
 
     def send_part(self, session_id: str, rel: str, offset: int, data: bytes) -> requests.Response:
-        return self._call(
+        return self.request(
             "PUT",
             f"sessions/{session_id}/files",
             params={"path": rel, "offset": str(offset)},
@@ -158,7 +161,7 @@ class UploadClient:
         )
 
     def commit(self, session_id: str) -> dict[str, Any]:
-        return self._json(self._call("POST", f"sessions/{session_id}/commit"), "commit")
+        return self.answer(self.request("POST", f"sessions/{session_id}/commit"), "commit")
 
 
 def _hash_tree(src: Path, summary: UploadSummary, progress: bool) -> list[dict[str, Any]]:
@@ -169,7 +172,7 @@ def _hash_tree(src: Path, summary: UploadSummary, progress: bool) -> list[dict[s
             summary.files[entry.rel] = ("not sent", entry.reason)
             continue
         try:
-            size, sha = entry.path.stat().st_size, _sha256(entry.path)
+            size, sha = entry.path.stat().st_size, file_sha256(entry.path)
         except OSError as exc:
             summary.files[entry.rel] = ("not sent", f"unreadable: {exc.strerror}")
             continue
@@ -204,7 +207,7 @@ def _send_file(
                 bar.update(-offset)
                 offset, resent = 0, resent + 1
                 continue
-            body = client._json(reply, f"{rel} was refused")
+            body = client.answer(reply, f"{rel} was refused")
             bar.update(len(data))
             offset = body["received"]
             if body["status"] != "pending" or offset >= size:

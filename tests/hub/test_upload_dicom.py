@@ -10,6 +10,7 @@ import pytest
 from .hub_helpers import wait_for
 from .orthanc_helpers import OrthancProcess, tool
 from .upload_helpers import (
+    case_count,
     ct_files,
     restudy,
     society_token,
@@ -35,14 +36,10 @@ def storescu(port: int, calling: str, files, *extra: str) -> subprocess.Complete
     )
 
 
-def count(store) -> int:
-    return len(wait_for_cases(store, "ct-covid", 0)) if (store / "zarr.json").exists() else 0
-
-
 def test_storescu_pushes_a_study_that_reaches_the_catalog(
     upload_hub, upload_store, trees, tmp_path
 ):
-    before = count(upload_store)
+    before = case_count(upload_store, "ct-covid")
     files = write_instances(
         restudy(sorted(series_of(trees["deid0"]).glob("*.dcm")), "storescu", trees["key"]),
         tmp_path / "s",
@@ -99,7 +96,7 @@ def test_orthanc_forwards_a_study_by_c_store_and_by_stow_rs(
         },
     ).start()
     try:
-        before = count(upload_store)
+        before = case_count(upload_store, "ct-covid")
         by_cstore = write_instances(
             restudy(
                 sorted(series_of(trees["deid1"], 0).glob("*.dcm")), "orthanc-c-store", trees["key"]

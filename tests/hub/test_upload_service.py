@@ -25,6 +25,7 @@ from .hub_helpers import auth, login, user_token, wait_for
 from .upload_helpers import (
     api_url,
     array_bytes,
+    case_count,
     ct_files,
     kill_service,
     restudy,
@@ -75,7 +76,7 @@ def test_tokens_without_the_upload_scope_are_refused(upload_hub):
 )
 def test_file_names_that_could_escape_are_refused(upload_hub, bad):
     client = UploadClient(upload_hub.url, society_token(upload_hub, "radiology-society"))
-    reply = client._call(
+    reply = client.request(
         "POST",
         "datasets/ct-covid/sessions",
         json={"files": [{"path": bad, "size": 1, "sha256": "0" * 64}]},
@@ -106,7 +107,7 @@ def test_oversized_and_corrupted_parts_are_refused_and_can_be_sent_again(upload_
     assert reply.json()["status"] == "complete"
     wrong_offset = client.send_part(session["id"], rel, 5, b"x")
     assert wrong_offset.status_code == 409
-    client._call("DELETE", f"sessions/{session['id']}")
+    client.request("DELETE", f"sessions/{session['id']}")
 
 
 def test_identified_files_are_refused_and_never_kept(upload_hub, trees, upload_store):
@@ -252,7 +253,7 @@ def test_stow_rs_from_dicomweb_client(upload_hub, trees, upload_store):
     failed = body["00081198"]["Value"]
     assert len(failed) == 2 and failed[0]["00081197"]["Value"] == [0x0110]
     # de-identified: every instance referenced, and the study reaches the catalog
-    before = len(wait_for_cases(upload_store, "ct-covid", 0))
+    before = case_count(upload_store, "ct-covid")
     series = sorted({p.parent for p in ct_files(trees["deid1"])})[0]
     instances = restudy(sorted(series.glob("*.dcm")), "stow", trees["key"])
     answer = client.store_instances(instances)

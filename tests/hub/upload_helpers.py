@@ -75,6 +75,19 @@ def array_bytes(store: Path, dataset: str) -> dict[str, str]:
     }
 
 
+def case_count(store: Path, dataset: str) -> int:
+    """Cases of ``dataset`` in the store's catalog now (0 while there is none)."""
+    from mbc_lib.errors import MbcError
+    from mbc_lib.store.reader import open_store
+
+    if not (Path(store) / "zarr.json").exists():
+        return 0
+    try:
+        return len(open_store(store).catalog(dataset))
+    except MbcError:
+        return 0
+
+
 def wait_for_cases(store: Path, dataset: str, count: int, timeout: float = 60) -> list[str]:
     from mbc_lib.store.reader import open_store
 

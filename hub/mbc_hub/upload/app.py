@@ -31,6 +31,7 @@ from tornado import httputil, web
 from tornado.httpserver import HTTPServer
 from tornado.ioloop import PeriodicCallback
 
+from mbc_lib.deid.report import REPORT_JSON, REPORT_TEXT
 from mbc_lib.errors import MbcError
 from mbc_lib.ingest.pipeline import IngestResult, gate_data, gate_file
 from mbc_lib.manifests import get_manifest
@@ -83,7 +84,9 @@ class UploadService:
             settings.max_session_bytes,
             settings.max_sessions_per_society,
         )
-        self.sessions = SessionStore(spool / "sessions", limits, self._gate_file, self.index)
+        self.sessions = SessionStore(
+            spool / "sessions", limits, self.gate_received, self.index, self.metadata_names
+        )
         self.queue = IngestQueue()
         self.pending = PendingStudies(
             spool / "dicom", settings.stow_settle_seconds, self._queue_batch
@@ -99,12 +102,20 @@ class UploadService:
                 raise UploadError(404, str(exc)) from None
         return self._manifests[dataset]
 
-    def _gate_file(self, path: Path, rel: str, dataset: str, data: bytes | None) -> list[str]:
+    def metadata_names(self, dataset: str) -> set[str]:
+        """Names of the files of ``dataset`` that make no case of their own."""
+        label_file = self.manifest(dataset).label_file
+        names = {"dataset.json", REPORT_JSON, REPORT_TEXT}
+        return names | ({Path(label_file).name} if label_file else set())
+
+    def gate_received(self, path: Path, rel: str, dataset: str, data: bytes | None) -> list[str]:
+        """The PHI gate on a file of a session (its bytes, when they are at hand)."""
         if data is not None:
             return gate_data(data, rel, self.manifest(dataset))
         return gate_file(path, rel, self.manifest(dataset))
 
-    def _gate_instance(self, data: bytes, dataset: str) -> list[str]:
+    def gate_instance(self, data: bytes, dataset: str) -> list[str]:
+        """The PHI gate on a DICOM instance received by STOW-RS or C-STORE."""
         return gate_data(data, "instance.dcm", self.manifest(dataset))
 
     # -- start and stop --------------------------------------------------------------------
@@ -130,7 +141,7 @@ class UploadService:
                 port=self.settings.dicom_port,
                 callers=self.settings.dicom_callers,
                 pending=self.pending,
-                gate=self._gate_instance,
+                gate=self.gate_instance,
                 on_received=self._on_cstore,
             )
             self.receiver.start()
@@ -370,18 +381,27 @@ class SessionHandler(BaseHandler):
         self.send_json(session.to_json())
 
 
-@web.stream_request_body
-class PartHandler(SessionHandler):
-    """One part of one file; the body is streamed and refused past ``max_part_bytes``."""
+class StreamedBody:
+    """A handler mixin: the body streamed into a :class:`_BoundedBody` as large as the
+    ``MbcUpload`` setting ``limit_setting`` allows."""
+
+    limit_setting: str
 
     async def prepare(self) -> None:
-        limit = self.service.settings.max_part_bytes
+        limit = getattr(self.service.settings, self.limit_setting)
         self._body = _BoundedBody(limit)
         self.request.connection.set_max_body_size(_stream_limit(limit))
         await super().prepare()
 
     def data_received(self, chunk: bytes) -> None:
         self._body.add(chunk)
+
+
+@web.stream_request_body
+class PartHandler(StreamedBody, SessionHandler):
+    """One part of one file; the body is streamed and refused past ``max_part_bytes``."""
+
+    limit_setting = "max_part_bytes"
 
     def put(self, session_id: str) -> None:
         session = self._session(session_id)
@@ -430,17 +450,10 @@ class CommitHandler(SessionHandler):
 
 
 @web.stream_request_body
-class StowHandler(BaseHandler):
+class StowHandler(StreamedBody, BaseHandler):
     """DICOMweb STOW-RS: instances checked and gated now, ingested once their study settles."""
 
-    async def prepare(self) -> None:
-        limit = self.service.settings.max_stow_bytes
-        self._body = _BoundedBody(limit)
-        self.request.connection.set_max_body_size(_stream_limit(limit))
-        await super().prepare()
-
-    def data_received(self, chunk: bytes) -> None:
-        self._body.add(chunk)
+    limit_setting = "max_stow_bytes"
 
     async def post(self, dataset: str, study: str | None = None) -> None:
         self.require(dataset)
@@ -452,7 +465,7 @@ class StowHandler(BaseHandler):
             dataset=dataset,
             society=self.account,
             pending=self.service.pending,
-            gate=self.service._gate_instance,
+            gate=self.service.gate_instance,
             study=study,
         )
         loop = asyncio.get_running_loop()

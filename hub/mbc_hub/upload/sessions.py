@@ -24,7 +24,7 @@ import threading
 import time
 import unicodedata
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,7 @@ from typing import Any
 from tornado.web import HTTPError
 
 from mbc_lib.atomic import write_bytes
+from mbc_lib.upload import file_sha256
 
 #: A session's states, in order; ``failed`` and ``aborted`` end it too.
 OPEN, QUEUED, INGESTING, DONE, FAILED, ABORTED = (
@@ -186,17 +187,21 @@ class Limits:
 #: ``gate(path, rel, dataset, data) -> findings``: what in a received file identifies a person
 #: (``data``: its bytes when they are at hand, else None: read ``path``).
 Gate = Callable[[Path, str, str, bytes | None], list[str]]
-#: Files sent again, though their hash was ingested before, when new cases come with them:
-#: the tables those cases take their labels and classes from.
-ALWAYS_SEND = ("labels.csv", "dataset.json")
+#: ``metadata(dataset) -> names``: the files that make no case of their own (label tables,
+#: nnU-Net's dataset.json, mbc deid's report). When new cases come, they are sent again even
+#: if their hash was ingested before: the new cases take their labels from them.
+Metadata = Callable[[str], Collection[str]]
 
 
 class SessionStore:
     """Every upload session of the service, on disk under ``root``."""
 
-    def __init__(self, root: Path, limits: Limits, gate: Gate, index: IngestedIndex) -> None:
+    def __init__(
+        self, root: Path, limits: Limits, gate: Gate, index: IngestedIndex, metadata: Metadata
+    ) -> None:
         self.root = Path(root)
         self.limits = limits
+        self.metadata = metadata
         self.gate = gate
         self.index = index
         self._lock = threading.RLock()
@@ -273,17 +278,16 @@ class SessionStore:
                 created=time.time(),
                 digest=digest,
             )
+            metadata = set(self.metadata(dataset))
             for rel, (size, sha) in declared.items():
                 state = FileState(size=size, sha256=sha)
-                if (dataset, sha) in self.index and _name(rel) not in ALWAYS_SEND:
+                if (dataset, sha) in self.index and _name(rel) not in metadata:
                     state.status, state.received = "already", size
                 session.files[rel] = state
-            # the tables too when nothing is new: no case would read them
-            if all(
-                f.status == "already" or _name(r) in ALWAYS_SEND for r, f in session.files.items()
-            ):
-                for rel, f in session.files.items():
-                    if _name(rel) in ALWAYS_SEND and (dataset, f.sha256) in self.index:
+            # no new case: the metadata ingested before is not needed again either
+            if all(f.status == "already" or _name(r) in metadata for r, f in session.files.items()):
+                for f in session.files.values():
+                    if (dataset, f.sha256) in self.index:
                         f.status, f.received = "already", f.size
             self.tree(session).mkdir(parents=True, mode=0o700)
             self.sessions[session.id] = session
@@ -363,7 +367,7 @@ class SessionStore:
     ) -> None:
         """A file's last byte is in: its hash, then the PHI gate (``data``: the whole file,
         when it came in one part)."""
-        digest = hashlib.sha256(data).hexdigest() if data is not None else _sha256(path)
+        digest = hashlib.sha256(data).hexdigest() if data is not None else file_sha256(path)
         if digest != f.sha256:
             path.unlink()
             f.received = 0
@@ -389,11 +393,3 @@ class SessionStore:
 
 def _name(rel: str) -> str:
     return rel.rsplit("/", 1)[-1]
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
