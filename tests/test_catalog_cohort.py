@@ -9,12 +9,13 @@ from pathlib import Path
 import pandas as pd
 import pydicom
 import pytest
-from conftest import run_mbc
 
 from mbc_lib import phi_gate
 from mbc_lib.manifests import get_manifest
 from mbc_lib.store import layout
 from mbc_lib.store.verify import verify_store
+
+from .conftest import run_mbc
 
 COHORT = ["age", "sex", "manufacturer", "model", "kernel", "slice_thickness", "pixel_spacing"]
 

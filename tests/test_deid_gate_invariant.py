@@ -17,7 +17,6 @@ import highdicom as hd
 import numpy as np
 import pydicom
 import pytest
-from conftest import dicom_instance, identified_seg
 from pydicom.data import get_testdata_file, get_testdata_files
 from pydicom.datadict import DicomDictionary
 from pydicom.dataset import Dataset
@@ -30,6 +29,8 @@ from mbc_lib.deid.keys import DeidKey
 from mbc_lib.deid.report import REPORT_JSON
 from mbc_lib.deid.tree import deid_tree
 from mbc_lib.phi_gate import check_dicom_file
+
+from .conftest import dicom_instance, identified_seg
 
 KEY = DeidKey(bytes(range(32)))
 PET_STORAGE = "1.2.840.10008.5.1.4.1.1.128"

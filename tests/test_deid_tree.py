@@ -17,8 +17,6 @@ import pydicom
 import pytest
 from pydicom.data import get_testdata_file, get_testdata_files
 from pydicom.uid import SecondaryCaptureImageStorage
-from test_deid_dicom import KEY, OTHER_KEY, PATIENT_ID, PHI, UID_ROOT, make_ct
-from test_deid_images import _jpeg_with_metadata
 
 from mbc_lib import phi_gate
 from mbc_lib.cli import main
@@ -26,6 +24,9 @@ from mbc_lib.deid.keys import PSEUDONYM_RE
 from mbc_lib.deid.report import REPORT_JSON, REPORT_TEXT
 from mbc_lib.deid.tree import deid_tree
 from mbc_lib.errors import MbcError
+
+from .test_deid_dicom import KEY, OTHER_KEY, PATIENT_ID, PHI, UID_ROOT, make_ct
+from .test_deid_images import _jpeg_with_metadata
 
 SECOND_PATIENT = "MRN-0002-Toboso"
 

@@ -16,13 +16,14 @@ import numpy as np
 import pandas as pd
 import pydicom
 import pytest
-from conftest import SAMPLE_ARGS, run_mbc
 
 from mbc_lib.ingest.pipeline import ingest
 from mbc_lib.sample.identities import phi_strings, sample_identities
 from mbc_lib.store import layout
 from mbc_lib.store.reader import open_store
 from mbc_lib.store.verify import verify_store
+
+from .conftest import SAMPLE_ARGS, run_mbc
 
 
 def _phi() -> list[bytes]:

@@ -14,13 +14,14 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from conftest import SAMPLE_ARGS, run_mbc
 from PIL import Image
 
 from mbc_lib.ingest.pipeline import ingest
 from mbc_lib.store import layout
 from mbc_lib.store.reader import open_store
 from mbc_lib.store.verify import verify_store
+
+from .conftest import SAMPLE_ARGS, run_mbc
 
 ROOT = os.geteuid() == 0
 #: As root, the CLI runs without the capabilities that let root read what mode 000 forbids.

@@ -17,9 +17,10 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from conftest import run_mbc
 
 from mbc_lib.store.reader import open_store
+
+from .conftest import run_mbc
 
 SECRET = "Kowalski^Jan 1958-04-02"
 SHAPE = (24, 20, 10)  # i, j, k as NIfTI stores them

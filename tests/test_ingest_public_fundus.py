@@ -11,10 +11,11 @@ import io
 from pathlib import Path
 
 import numpy as np
-from conftest import run_mbc
 from PIL import Image
 
 from mbc_lib.store.reader import open_store
+
+from .conftest import run_mbc
 
 
 def _photo(path: Path, seed: int) -> None:

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run_mbc
 from PIL import Image
 
 from mbc_lib import phi_gate
@@ -22,6 +21,8 @@ from mbc_lib.manifests import parse_manifest
 from mbc_lib.sources.walk import classify
 from mbc_lib.store.reader import open_store
 from mbc_lib.store.verify import verify_store
+
+from .conftest import run_mbc
 
 H, W = 48, 64
 MASKS = "Annotation-Training400/Disc_Cup_Masks"

@@ -18,7 +18,6 @@ import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
-from conftest import dicom_instance, identified_seg, run_mbc
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
@@ -28,6 +27,8 @@ from mbc_lib.data.ct import CTPatchDataset
 from mbc_lib.ingest import convert, series_labels
 from mbc_lib.store.reader import open_store
 from mbc_lib.store.verify import verify_store
+
+from .conftest import dicom_instance, identified_seg, run_mbc
 
 CT_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 N, ROWS, COLUMNS = 6, 32, 32  # slices, rows, columns (rt-utils needs square slices)

@@ -110,7 +110,7 @@ def test_mapped_columns_convert_table_values():
 
 
 def test_datasets_validate_and_ingest_with_a_manifest_file(tmp_path):
-    from conftest import run_mbc
+    from .conftest import run_mbc
 
     good = tmp_path / "my-lungs.yaml"
     good.write_text(

@@ -8,7 +8,6 @@ import os
 import numpy as np
 import pytest
 import zarr
-from conftest import run_mbc
 
 from mbc_lib.errors import MbcError
 from mbc_lib.manifests import get_manifest
@@ -17,6 +16,8 @@ from mbc_lib.store.catalog import assign_splits, patient_strata, write_catalog
 from mbc_lib.store.reader import open_store
 from mbc_lib.store.verify import verify_store
 from mbc_lib.store.writer import CaseData, StoreWriter
+
+from .conftest import run_mbc
 
 PATIENT = "PSN-0123456789abcdef"
 

@@ -7,13 +7,13 @@ platform holding every dataset would, and the store must verify clean and list t
 
 from __future__ import annotations
 
-from conftest import run_mbc
-from test_ingest_nifti import make_covid19_20, make_mosmeddata, make_nnunet
-from test_ingest_public_fundus import make_airogs, make_origa
-from test_ingest_refuge import make_refuge
-from test_ingest_series_labels import make_site_export
-
 from mbc_lib.store.reader import open_store
+
+from .conftest import run_mbc
+from .test_ingest_nifti import make_covid19_20, make_mosmeddata, make_nnunet
+from .test_ingest_public_fundus import make_airogs, make_origa
+from .test_ingest_refuge import make_refuge
+from .test_ingest_series_labels import make_site_export
 
 
 def test_mbc_verify_passes_on_a_store_of_every_layout(tmp_path, key_file):
