@@ -326,3 +326,30 @@ def test_mbc_upload_with_a_key_deidentifies_at_the_society_first(
     assert mbc([*args, "--deid-key-file", str(trees["key"])]) == 0
     out = capsys.readouterr().out
     assert " 0 quarantined, 0 not sent" in out, out
+
+
+def test_session_limits_are_refused_in_one_line(upload_hub):
+    url = f"{api_url(upload_hub)}/datasets/ct-covid/sessions"
+    headers = auth(society_token(upload_hub, "second-radiology"))
+
+    def files(n: int, tag: str, size: int = 1) -> dict:
+        return {
+            "files": [
+                {"path": f"{tag}/{i}.dcm", "size": size, "sha256": "0" * 64} for i in range(n)
+            ]
+        }
+
+    too_many = requests.post(url, json=files(401, "many"), headers=headers, timeout=30)
+    assert too_many.status_code == 413 and "at most 400" in too_many.json()["error"]
+    too_big = requests.post(url, json=files(1, "big", 2**40), headers=headers, timeout=30)
+    assert too_big.status_code == 413, too_big.text
+    opened = [
+        requests.post(url, json=files(1, f"s{i}"), headers=headers, timeout=30) for i in range(4)
+    ]
+    assert [r.status_code for r in opened] == [201, 201, 201, 429], [r.text for r in opened]
+    assert "open upload sessions" in opened[3].json()["error"]
+    for reply in opened[:3]:
+        gone = requests.delete(
+            f"{api_url(upload_hub)}/sessions/{reply.json()['id']}", headers=headers, timeout=30
+        )
+        assert gone.status_code == 200
