@@ -9,6 +9,7 @@ APT := $(if $(filter 0,$(shell id -u)),,sudo) env DEBIAN_FRONTEND=noninteractive
 
 .PHONY: venv test lint sample-store bench clean proxy browser demo dicom-tools
 .PHONY: docker-engine wheelhouse base-image images local-images
+.PHONY: ansible-venv ansible-host-image test-ansible
 
 # The package itself is (re)linked on every run: a cached venv may have served another clone.
 venv: $(VENV)/.installed
@@ -30,6 +31,7 @@ lint: venv
 # The hub tests drive a real Docker engine with the local images (built once, then cached).
 test: venv lint proxy browser dicom-tools docker-engine local-images
 	MBC_TEST_IMAGE=$(LOCAL_RESEARCHER) MBC_TEST_HUB_IMAGE=$(LOCAL_HUB) $(BIN)/pytest -q
+	$(MAKE) test-ansible
 
 # The hub's proxy, installed into the project (never globally).
 proxy: $(PROXY)
@@ -138,3 +140,26 @@ local-images: docker-engine base-image wheelhouse
 	  MBC_WHEELHOUSE=$(WHEELHOUSE) MBC_RESEARCHER_TAG=$(LOCAL_RESEARCHER) images/build.sh researcher
 	MBC_PIP="$(BIN)/python -m pip" MBC_WHEELHOUSE=$(WHEELHOUSE) MBC_HUB_TAG=$(LOCAL_HUB) \
 	  images/build.sh hub
+
+# ---- Ansible (ansible/, docs/admin.md) ---------------------------------------------------------
+# Its own venv (the ansible distribution, ansible-lint, Molecule), kept apart from the project's,
+# cached in the user's cache and rebuilt when ansible/requirements.txt changes.
+ANSIBLE_REQS_HASH := $(shell sha256sum ansible/requirements.txt | cut -c1-12)
+ANSIBLE_VENV ?= $(HOME)/.cache/mbc-ci/ansible-$(ANSIBLE_REQS_HASH)
+ansible-venv: $(ANSIBLE_VENV)/.installed
+$(ANSIBLE_VENV)/.installed: ansible/requirements.txt
+	$(PYTHON) -m venv $(ANSIBLE_VENV)
+	$(ANSIBLE_VENV)/bin/pip install --quiet --upgrade pip
+	$(ANSIBLE_VENV)/bin/pip install --quiet -r ansible/requirements.txt
+	touch $@
+
+# Molecule's hosts: Debian 12 with systemd, FROM the debootstrap base (no registry).
+ansible-host-image: docker-engine base-image
+	docker build --quiet --build-arg BASE_IMAGE=mbc-base:bookworm -t mbc-ansible-host:bookworm images/ansible-host
+
+# Syntax, ansible-lint's production profile, then Molecule: converge, converge again with no
+# change (idempotence), verify from outside, destroy.
+test-ansible: ansible-venv ansible-host-image
+	cd ansible && PATH="$(ANSIBLE_VENV)/bin:$$PATH" ansible-playbook --syntax-check site.yml
+	cd ansible && PATH="$(ANSIBLE_VENV)/bin:$$PATH" ansible-lint --offline --profile production
+	cd ansible && PATH="$(ANSIBLE_VENV)/bin:$$PATH" molecule test
