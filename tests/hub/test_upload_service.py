@@ -8,7 +8,6 @@ import hashlib
 import json
 import shutil
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -28,6 +27,7 @@ from .upload_helpers import (
     case_count,
     ct_files,
     kill_service,
+    lock_waiters,
     restudy,
     service_pids,
     society_token,
@@ -293,6 +293,7 @@ def test_an_upload_waits_for_an_ingest_holding_the_store(upload_hub, trees, uplo
     """An admin's `mbc ingest` holds the store's lock: the service's ingest waits for it (the
     session stays ingesting, never fails), then runs."""
     from mbc_lib.manifests import get_manifest
+    from mbc_lib.store.layout import LOCK_FILE
     from mbc_lib.store.writer import StoreWriter
 
     src = trees["deid1"] / "fundus-glaucoma"
@@ -306,7 +307,9 @@ def test_an_upload_waits_for_an_ingest_holding_the_store(upload_hub, trees, uplo
     with StoreWriter(upload_store, get_manifest("fundus-glaucoma")):
         client.commit(session["id"])
         wait_for(lambda: client.session(session["id"])["state"] == "ingesting", 30, "the ingest")
-        time.sleep(2.0)  # long enough for an ingest that did not wait to have failed
+        # the service's ingest is blocked on the store's lock (the kernel lists it waiting),
+        # not failed: an ingest that did not wait would have ended instead
+        wait_for(lambda: lock_waiters(upload_store / LOCK_FILE), 30, "an ingest waiting")
         assert client.session(session["id"])["state"] == "ingesting"
     done = wait_for(
         lambda: (s := client.session(session["id"]))["state"] in ("done", "failed") and s,

@@ -56,6 +56,18 @@ def kill_service(hub: HubProcess) -> int:
     return pids[0]
 
 
+def lock_waiters(path: Path) -> int:
+    """How many processes wait, blocked, for an flock on ``path`` (from /proc/locks)."""
+    inode = os.stat(path).st_ino
+    waiting = 0
+    for line in Path("/proc/locks").read_text().splitlines():
+        fields = line.split()
+        if "->" in fields and fields[fields.index("->") + 1] == "FLOCK":
+            device_inode = fields[fields.index("->") + 5]
+            waiting += int(device_inode.rsplit(":", 1)[-1]) == inode
+    return waiting
+
+
 def tree_files(root: Path) -> Iterator[Path]:
     yield from sorted(p for p in Path(root).rglob("*") if p.is_file())
 
