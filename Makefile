@@ -107,7 +107,7 @@ docker-engine:
 	    && path="$$PATH:$(STAND_IN_DIR)"; echo "dockerd with the GPU stand-in hook ($(STAND_IN_DIR))"; \
 	  fi; \
 	  mkdir -p .cache; echo "starting dockerd (log: .cache/dockerd.log)"; \
-	  PATH="$$path" $(SUDO) env PATH="$$path" setsid nohup dockerd >.cache/dockerd.log 2>&1 </dev/null & \
+	  PATH="$$path" $(SUDO) env PATH="$$path" DOCKER_SERVICE_PREFER_OFFLINE_IMAGE=1 setsid nohup dockerd >.cache/dockerd.log 2>&1 </dev/null & \
 	  for i in $$(seq 60); do docker info >/dev/null 2>&1 && break; sleep 1; done; \
 	  docker info >/dev/null 2>&1 || { echo "dockerd does not answer: see .cache/dockerd.log" >&2; exit 1; }; \
 	fi
@@ -159,7 +159,7 @@ ansible-host-image: docker-engine base-image
 
 # Syntax, ansible-lint's production profile, then Molecule: converge, converge again with no
 # change (idempotence), verify from outside, destroy.
-test-ansible: ansible-venv ansible-host-image
+test-ansible: venv ansible-venv ansible-host-image local-images
 	cd ansible && PATH="$(ANSIBLE_VENV)/bin:$$PATH" ansible-playbook --syntax-check site.yml
 	cd ansible && PATH="$(ANSIBLE_VENV)/bin:$$PATH" ansible-lint --offline --profile production
-	cd ansible && PATH="$(ANSIBLE_VENV)/bin:$$PATH" molecule test
+	cd ansible && PATH="$(ANSIBLE_VENV)/bin:$$PATH" MBC_PYTHON="$(abspath $(BIN))/python" molecule test

@@ -428,6 +428,14 @@ class MbcSwarmSpawner(MbcContainerSpawner, SwarmSpawner):
     def mounts(self) -> list[Mount]:  # type: ignore[override]
         return [Mount(**m) for m in (self._plan_mounts or [])]
 
+    async def get_ip_and_port(self) -> tuple[str, int]:
+        """The running task's own address on the platform network. Its service name may still
+        resolve to the task of the server stopped just before (Swarm's DNS lags on other
+        nodes), which would leave a restarted server unreachable."""
+        task = await self.get_task()
+        address = task_address(task, self.network_name) if task else None
+        return (address, self.port) if address else await super().get_ip_and_port()
+
     def apply_plan(self, plan: SpawnPlan) -> None:
         specs = swarm_specs(plan, self.gpu_resource)
         self._plan_mounts = specs["mounts"]
@@ -436,6 +444,16 @@ class MbcSwarmSpawner(MbcContainerSpawner, SwarmSpawner):
         self.extra_resources_spec = specs["extra_resources_spec"]
         self.mem_limit = plan.mem_limit
         self.cpu_limit = plan.cpu_limit
+
+
+def task_address(task: dict[str, Any], network: str) -> str | None:
+    """A Swarm task's IP address on ``network`` (by name or id), if it has one."""
+    for attachment in task.get("NetworksAttachments") or []:
+        net = attachment.get("Network") or {}
+        if network in (net.get("ID"), (net.get("Spec") or {}).get("Name")):
+            for address in attachment.get("Addresses") or []:
+                return address.split("/")[0]
+    return None
 
 
 SPAWNERS = {"local": MbcLocalSpawner, "docker": MbcDockerSpawner, "swarm": MbcSwarmSpawner}

@@ -241,7 +241,8 @@ async def _execute(base: str, kernel_id: str, token: str, code: str, timeout: fl
     from tornado.httpclient import HTTPRequest
     from tornado.websocket import websocket_connect
 
-    ws_url = base.replace("http://", "ws://") + f"/kernels/{kernel_id}/channels"
+    ws_url = base.replace("https://", "wss://").replace("http://", "ws://")
+    ws_url += f"/kernels/{kernel_id}/channels"
     request = HTTPRequest(ws_url, headers=auth(token), connect_timeout=30)
     conn = await websocket_connect(request)
     msg_id = uuid.uuid4().hex

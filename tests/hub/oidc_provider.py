@@ -1,4 +1,5 @@
-"""A tiny OpenID Connect provider on loopback, for the hub's login tests.
+"""A tiny OpenID Connect provider on loopback (or an address the test made), for the hub's
+login tests.
 
 Authorization-code flow with PKCE (S256): ``/authorize`` signs in whichever user the test chose
 and redirects back with a code; ``/token`` trades the code (client secret and code verifier
@@ -18,15 +19,17 @@ from urllib.parse import parse_qs, urlencode, urlparse
 
 
 class OidcProvider:
-    def __init__(self, client_id: str, client_secret: str) -> None:
+    def __init__(
+        self, client_id: str, client_secret: str, host: str = "127.0.0.1", port: int = 0
+    ) -> None:
         self.client_id = client_id
         self.client_secret = client_secret
         self.user: dict[str, Any] = {}
         self.codes: dict[str, dict[str, Any]] = {}
         self.tokens: dict[str, dict[str, Any]] = {}
         self.requests: list[str] = []
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._server = ThreadingHTTPServer((host, port), self._handler())
+        self.url = f"http://{host}:{self._server.server_address[1]}"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     def __enter__(self) -> OidcProvider:

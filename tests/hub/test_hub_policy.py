@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import shutil
@@ -18,7 +19,7 @@ from mbc_hub.policy import (
     plan_container,
     swarm_specs,
 )
-from mbc_hub.spawner import DEFAULT_PROFILES, MbcDockerSpawner
+from mbc_hub.spawner import DEFAULT_PROFILES, MbcDockerSpawner, MbcSwarmSpawner
 from mbc_hub.store import MbcStore, visible_datasets
 from mbc_hub.traits import Profile
 from traitlets.config import Config
@@ -229,3 +230,25 @@ def test_lab_settings_are_the_same_in_local_homes_and_in_the_image(tmp_path):
         json.loads(written.read_text())
         == LAB_SETTINGS[str(written.relative_to(tmp_path / ".jupyter" / "lab" / "user-settings"))]
     )
+
+
+def test_swarm_server_is_reached_at_its_running_task_address_not_its_service_name():
+    """A restarted server's service name may still resolve to the task stopped just before
+    (Swarm's DNS lags on other nodes): the hub must route to the running task's own address
+    on the platform network."""
+    task = {
+        "NetworksAttachments": [
+            {"Network": {"ID": "i1", "Spec": {"Name": "ingress"}}, "Addresses": ["10.0.0.5/24"]},
+            {
+                "Network": {"ID": "p1", "Spec": {"Name": "mbc-internal"}},
+                "Addresses": ["10.0.1.10/24"],
+            },
+        ]
+    }
+    spawner = MbcSwarmSpawner(network_name="mbc-internal", port=8888)
+
+    async def running_task() -> dict:
+        return task
+
+    spawner.get_task = running_task
+    assert asyncio.run(spawner.get_ip_and_port()) == ("10.0.1.10", 8888)

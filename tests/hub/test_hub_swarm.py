@@ -164,3 +164,28 @@ def _removable(client, network: str) -> bool:
     except Exception:  # noqa: BLE001 - still in use by a task being torn down
         return False
     return True
+
+
+IMAGE_PROBE = """
+import sqlalchemy
+from mbc_lib.manifests import get_manifest
+sqlalchemy.create_engine("postgresql+psycopg2://mbc_hub@/jupyterhub?host=/var/run/postgresql")
+print(get_manifest("fundus-glaucoma").group)
+"""
+
+
+def test_hub_image_has_the_manifests_and_the_postgresql_driver_its_services_need(client):
+    """The ingest service (run from the hub image, ansible/roles/ingest) opens sessions by the
+    datasets' manifests; the hub (ansible/roles/hub) keeps its database on PostgreSQL."""
+    require_image(client, HUB_IMAGE)
+    container = client.create_container(
+        HUB_IMAGE, ["python", "-c", IMAGE_PROBE], host_config=client.create_host_config()
+    )
+    try:
+        client.start(container["Id"])
+        code = client.wait(container["Id"], timeout=120)["StatusCode"]
+        output = client.logs(container["Id"]).decode()
+    finally:
+        client.remove_container(container["Id"], force=True)
+    assert code == 0, output
+    assert output.strip().splitlines()[-1] == "ophthalmology"
