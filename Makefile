@@ -2,6 +2,9 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+# The stamps name a hash of what they were made from, not a time: a fresh clone (new file
+# times) reuses a cached venv or wheelhouse; a changed pyproject.toml makes a new stamp.
+VENV_STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 SAMPLE ?= work-demo
 PROXY := .cache/npm/node_modules/.bin/configurable-http-proxy
 # apt-get as root, else through sudo
@@ -12,17 +15,17 @@ APT := $(if $(filter 0,$(shell id -u)),,sudo) env DEBIAN_FRONTEND=noninteractive
 .PHONY: ansible-venv ansible-host-image test-ansible
 
 # The package itself is (re)linked on every run: a cached venv may have served another clone.
-venv: $(VENV)/.installed
+venv: $(VENV_STAMP)
 	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
 
 # torch is installed first and pinned (the CPU wheel on disk), so no dependency can pull a
 # CUDA build of several GB into the environment.
-$(VENV)/.installed: pyproject.toml
+$(VENV_STAMP):
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e ".[ml,lab,test,hub]" torch==2.13.0
-	touch $@
+	rm -f $(VENV)/.installed-* && touch $@
 
 lint: venv
 	$(BIN)/ruff check mbc_lib tests benchmarks hub
@@ -30,7 +33,7 @@ lint: venv
 
 # The hub tests drive a real Docker engine with the local images (built once, then cached).
 test: venv lint proxy browser dicom-tools docker-engine local-images
-	MBC_TEST_IMAGE=$(LOCAL_RESEARCHER) MBC_TEST_HUB_IMAGE=$(LOCAL_HUB) $(BIN)/pytest -q
+	MBC_TEST_IMAGE=$(LOCAL_RESEARCHER) MBC_TEST_HUB_IMAGE=$(LOCAL_HUB) $(BIN)/pytest -q --durations=15
 	$(MAKE) test-ansible
 
 # The hub's proxy, installed into the project (never globally).
@@ -114,10 +117,11 @@ docker-engine:
 
 # Every wheel the images install (resolved by this machine's pip and its config), the mbc wheel
 # and configurable-http-proxy; carry $(WHEELHOUSE) to an air-gapped site.
-wheelhouse: $(WHEELHOUSE)/.done
-$(WHEELHOUSE)/.done: $(VENV)/.installed pyproject.toml images/build.sh images/researcher/requirements.txt images/hub/requirements.txt
+WHEELHOUSE_STAMP := $(WHEELHOUSE)/.done-$(shell cat pyproject.toml images/build.sh images/researcher/requirements.txt images/hub/requirements.txt | sha256sum | cut -c1-12)
+wheelhouse: $(WHEELHOUSE_STAMP)
+$(WHEELHOUSE_STAMP): | $(VENV_STAMP)
 	MBC_PIP="$(BIN)/python -m pip" images/build.sh wheelhouse $(WHEELHOUSE)
-	touch $@
+	rm -f $(WHEELHOUSE)/.done-* && touch $@
 
 # mbc-base:bookworm and mbc-base:bookworm-node; root only; skipped while images/base/build.sh is unchanged.
 base-image: docker-engine
@@ -147,7 +151,7 @@ local-images: docker-engine base-image wheelhouse
 ANSIBLE_REQS_HASH := $(shell sha256sum ansible/requirements.txt | cut -c1-12)
 ANSIBLE_VENV ?= $(HOME)/.cache/mbc-ci/ansible-$(ANSIBLE_REQS_HASH)
 ansible-venv: $(ANSIBLE_VENV)/.installed
-$(ANSIBLE_VENV)/.installed: ansible/requirements.txt
+$(ANSIBLE_VENV)/.installed:  # its path names ansible/requirements.txt's hash
 	$(PYTHON) -m venv $(ANSIBLE_VENV)
 	$(ANSIBLE_VENV)/bin/pip install --quiet --upgrade pip
 	$(ANSIBLE_VENV)/bin/pip install --quiet -r ansible/requirements.txt
@@ -159,7 +163,8 @@ ansible-host-image: docker-engine base-image
 
 # Syntax, ansible-lint's production profile, then Molecule: converge, converge again with no
 # change (idempotence), verify from outside, destroy.
-test-ansible: venv ansible-venv ansible-host-image local-images
+test-ansible: venv ansible-venv ansible-host-image local-images wheelhouse
 	cd ansible && PATH="$(ANSIBLE_VENV)/bin:$$PATH" ansible-playbook --syntax-check site.yml
 	cd ansible && PATH="$(ANSIBLE_VENV)/bin:$$PATH" ansible-lint --offline --profile production
-	cd ansible && PATH="$(ANSIBLE_VENV)/bin:$$PATH" MBC_PYTHON="$(abspath $(BIN))/python" molecule test
+	cd ansible && PATH="$(ANSIBLE_VENV)/bin:$$PATH" MBC_PYTHON="$(abspath $(BIN))/python" \
+	  MBC_WHEELHOUSE="$(abspath $(WHEELHOUSE))" molecule test

@@ -8,6 +8,10 @@
 #   images/build.sh researcher         mbc-researcher:latest
 #   images/build.sh hub                mbc-hub:latest
 #   images/build.sh all                base, researcher, hub
+#   images/build.sh context-archive SET FILE
+#                                      the build context of SET (hub | researcher) as a
+#                                      reproducible .tar.gz, only SET's wheels: built on another
+#                                      host with `docker build` (the Ansible images role)
 #
 # Environment:
 #   MBC_RESEARCHER_BASE   researcher base image (default: the Jupyter Docker Stacks CUDA PyTorch
@@ -22,6 +26,7 @@
 #   MBC_BUILD_NETWORK     `docker build --network` (default: none when MBC_WHEELHOUSE is set, so
 #                         an offline build is proven offline; else docker's default)
 #   MBC_DOCKER_BUILD_ARGS extra `docker build` arguments (e.g. --no-cache, --pull)
+#   MBC_CONTEXT_DIR       where the build context is assembled (default .cache/images/context)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -34,7 +39,7 @@ HUB_TAG=${MBC_HUB_TAG:-mbc-hub:latest}
 CHP_VERSION=4.6.3
 # the wheelhouse is resolved for the images' python (Debian bookworm's python3), not the host's
 IMAGE_PYTHON=${MBC_IMAGE_PYTHON:-3.11.2}
-CTX=$ROOT/.cache/images/context
+CTX=${MBC_CONTEXT_DIR:-$ROOT/.cache/images/context}
 
 die() { echo "images/build.sh: $*" >&2; exit 1; }
 log() { echo "== images: $*" >&2; }
@@ -141,6 +146,37 @@ make_context() {
   fi
 }
 
+# The context of one image as a reproducible archive (same inputs, same bytes: fixed order,
+# times and owners), holding only the wheels of that image's lock.
+cmd_context_archive() { # SET FILE
+  local set=${1:-} out=${2:-} keep
+  [[ $set == hub || $set == researcher ]] || die "context-archive: SET is hub or researcher, not '${set}'"
+  [[ -n $out ]] || die "context-archive: name the archive to write"
+  make_context
+  if [[ -f $CTX/wheelhouse/$set.lock ]]; then
+    keep=$(mktemp)
+    python3 - "$CTX/wheelhouse/$set.lock" "$CTX/wheelhouse/wheels" >"$keep" <<'EOF'
+import re, sys
+from pathlib import Path
+def key(name, version):  # a wheel's name and version as a lock line names them
+    return re.sub(r"[-_.]+", "_", name).lower(), version.strip().split("+")[0]
+wanted = {key(*line.split("==")) for line in open(sys.argv[1]) if "==" in line}
+for wheel in Path(sys.argv[2]).glob("*.whl"):
+    if key(*wheel.name.split("-")[:2]) in wanted:
+        print(wheel.name)
+EOF
+    find "$CTX/wheelhouse/wheels" -name '*.whl' -printf '%f\n' | grep -vxFf "$keep" |
+      sed "s|^|$CTX/wheelhouse/wheels/|" | xargs -r rm -f
+    find "$CTX/wheelhouse" -maxdepth 1 -name '*.lock' ! -name "$set.lock" -delete
+    rm -f "$keep"
+  fi
+  mkdir -p "$(dirname "$out")"
+  tar -C "$CTX" --sort=name --mtime=@315532800 --owner=0 --group=0 --numeric-owner \
+    --format=gnu -c . | gzip -n >"$out.tmp"
+  mv "$out.tmp" "$out"
+  log "context of $set: $out ($(du -h "$out" | cut -f1), $(find "$CTX/wheelhouse" -name '*.whl' | wc -l) wheels)"
+}
+
 docker_build() { # TAG DOCKERFILE BASE
   local tag=$1 file=$2 base=$3 net=${MBC_BUILD_NETWORK:-}
   [[ -z $net && -n ${MBC_WHEELHOUSE:-} ]] && net=none
@@ -179,5 +215,6 @@ case ${1:-} in
   researcher) cmd_researcher ;;
   hub) cmd_hub ;;
   all) cmd_base; cmd_researcher; cmd_hub ;;
-  *) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  context-archive) shift; cmd_context_archive "$@" ;;
+  *) sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

@@ -177,6 +177,13 @@ def api(session: requests.Session, method: str, url: str, **kwargs: Any) -> requ
     return session.request(method, url, headers=headers, timeout=30, **kwargs)
 
 
+def oidc_login(url: str, timeout: float = 30) -> tuple[requests.Session, requests.Response]:
+    """The browser's path: hub -> provider /authorize -> hub callback -> hub home."""
+    session = requests.Session()
+    reply = session.get(f"{url}/hub/oauth_login?next=/hub/home", timeout=timeout)
+    return session, reply
+
+
 def user_token(session: requests.Session, url: str, username: str) -> str:
     reply = api(
         session,

@@ -17,7 +17,15 @@ from pathlib import Path
 
 import requests
 
-from .hub_helpers import auth, run_in_kernel, start_server, stop_server, user_token, wait_for
+from .hub_helpers import (
+    auth,
+    oidc_login,
+    run_in_kernel,
+    start_server,
+    stop_server,
+    user_token,
+    wait_for,
+)
 from .oidc_provider import OidcProvider
 
 #: What the researcher's kernel reports: the datasets it sees, and whether a dataset's folder
@@ -63,8 +71,7 @@ def login(args: argparse.Namespace) -> tuple[requests.Session, str]:
     provider = OidcProvider(args.client_id, args.client_secret, args.oidc_host, args.oidc_port)
     with provider:
         provider.sign_in_as(args.user, args.groups)
-        session = requests.Session()
-        reply = session.get(f"{args.hub}/hub/oauth_login?next=/hub/home", timeout=60)
+        session, reply = oidc_login(args.hub, timeout=60)
         if reply.status_code != 200 or "/hub/home" not in reply.url:
             raise SystemExit(f"login failed: {reply.status_code} {reply.url}")
         return session, user_token(session, args.hub, args.user)

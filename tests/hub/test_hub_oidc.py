@@ -6,7 +6,7 @@ import pytest
 import requests
 from mbc_hub.audit import read_audit
 
-from .hub_helpers import HubProcess, api, auth, user_token
+from .hub_helpers import HubProcess, api, auth, oidc_login, user_token
 from .oidc_provider import OidcProvider
 
 pytestmark = pytest.mark.slow
@@ -40,13 +40,6 @@ def oidc_hub(tmp_path_factory, hub_store):
         hub.stop()
 
 
-def oidc_login(hub: HubProcess) -> tuple[requests.Session, requests.Response]:
-    """The browser's path: hub -> provider /authorize -> hub callback -> hub home."""
-    session = requests.Session()
-    reply = session.get(f"{hub.url}/hub/oauth_login?next=/hub/home", timeout=30)
-    return session, reply
-
-
 def whoami(hub: HubProcess, session: requests.Session, name: str) -> dict:
     token = user_token(session, hub.url, name)
     return requests.get(f"{hub.url}/hub/api/user", headers=auth(token), timeout=10).json()
@@ -55,7 +48,7 @@ def whoami(hub: HubProcess, session: requests.Session, name: str) -> dict:
 def test_login_flow_sets_hub_groups_from_the_token(oidc_hub):
     hub, provider = oidc_hub
     provider.sign_in_as("dave", ["radiology"])
-    session, reply = oidc_login(hub)
+    session, reply = oidc_login(hub.url)
     assert reply.status_code == 200 and reply.url == f"{hub.url}/hub/home"
     hops = [r.url.split("?")[0] for r in reply.history]
     assert hops == [
@@ -69,7 +62,7 @@ def test_login_flow_sets_hub_groups_from_the_token(oidc_hub):
 
     # the provider moves dave to ophthalmology: the next login updates the hub's groups
     provider.sign_in_as("dave", ["ophthalmology"])
-    session, reply = oidc_login(hub)
+    session, reply = oidc_login(hub.url)
     assert reply.status_code == 200
     assert whoami(hub, session, "dave")["groups"] == ["ophthalmology"]
 
@@ -82,7 +75,7 @@ def test_login_flow_sets_hub_groups_from_the_token(oidc_hub):
 def test_admin_group_makes_a_hub_admin(oidc_hub):
     hub, provider = oidc_hub
     provider.sign_in_as("erin", ["radiology", "mbc-admins"])
-    session, reply = oidc_login(hub)
+    session, reply = oidc_login(hub.url)
     assert reply.status_code == 200
     me = whoami(hub, session, "erin")
     assert me["admin"] and sorted(me["groups"]) == ["mbc-admins", "radiology"]
@@ -93,7 +86,7 @@ def test_admin_group_makes_a_hub_admin(oidc_hub):
 def test_user_outside_allowed_groups_is_refused_clearly(oidc_hub):
     hub, provider = oidc_hub
     provider.sign_in_as("mallory", ["marketing"])
-    session, reply = oidc_login(hub)
+    session, reply = oidc_login(hub.url)
     assert reply.status_code == 403
     assert "not in a group that may use this hub" in reply.text
     assert "mbc-admins, ophthalmology, radiology" in reply.text
