@@ -149,26 +149,27 @@ make_context() {
 # The context of one image as a reproducible archive (same inputs, same bytes: fixed order,
 # times and owners), holding only the wheels of that image's lock.
 cmd_context_archive() { # SET FILE
-  local set=${1:-} out=${2:-} keep
+  local set=${1:-} out=${2:-}
   [[ $set == hub || $set == researcher ]] || die "context-archive: SET is hub or researcher, not '${set}'"
   [[ -n $out ]] || die "context-archive: name the archive to write"
   make_context
   if [[ -f $CTX/wheelhouse/$set.lock ]]; then
-    keep=$(mktemp)
-    python3 - "$CTX/wheelhouse/$set.lock" "$CTX/wheelhouse/wheels" >"$keep" <<'EOF'
+    # keep the wheels SET's lock names (local versions such as +cpu match their public part)
+    python3 - "$CTX/wheelhouse" "$set" <<'EOF'
 import re, sys
 from pathlib import Path
-def key(name, version):  # a wheel's name and version as a lock line names them
+wheelhouse, kept = Path(sys.argv[1]), sys.argv[2]
+def key(name, version):
     return re.sub(r"[-_.]+", "_", name).lower(), version.strip().split("+")[0]
-wanted = {key(*line.split("==")) for line in open(sys.argv[1]) if "==" in line}
-for wheel in Path(sys.argv[2]).glob("*.whl"):
-    if key(*wheel.name.split("-")[:2]) in wanted:
-        print(wheel.name)
+lock = (wheelhouse / f"{kept}.lock").read_text().splitlines()
+wanted = {key(*line.split("==")) for line in lock if "==" in line}
+for wheel in (wheelhouse / "wheels").glob("*.whl"):
+    if key(*wheel.name.split("-")[:2]) not in wanted:
+        wheel.unlink()
+for other in wheelhouse.glob("*.lock"):
+    if other.stem != kept:
+        other.unlink()
 EOF
-    find "$CTX/wheelhouse/wheels" -name '*.whl' -printf '%f\n' | grep -vxFf "$keep" |
-      sed "s|^|$CTX/wheelhouse/wheels/|" | xargs -r rm -f
-    find "$CTX/wheelhouse" -maxdepth 1 -name '*.lock' ! -name "$set.lock" -delete
-    rm -f "$keep"
   fi
   mkdir -p "$(dirname "$out")"
   tar -C "$CTX" --sort=name --mtime=@315532800 --owner=0 --group=0 --numeric-owner \
