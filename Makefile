@@ -48,14 +48,15 @@ browser:
 	  $(APT) update -qq && $(APT) install -y -qq chromium chromium-driver; fi
 
 # Real DICOM peers for the ingest service's tests: Debian's dcmtk (storescu) and Orthanc with
-# its DICOMweb plugin (a society's PACS). Installed without starting Orthanc's system service
-# (policy-rc.d answers 101 during the install): the tests start their own, on loopback.
+# its DICOMweb plugin (a society's PACS); dicom3tools' dciodvfy checks exported DICOM-SEG.
+# Installed without starting Orthanc's system service (policy-rc.d answers 101 during the
+# install): the tests start their own, on loopback.
 dicom-tools:
-	@if ! dpkg -s dcmtk orthanc orthanc-dicomweb >/dev/null 2>&1; then \
+	@if ! dpkg -s dcmtk orthanc orthanc-dicomweb dicom3tools >/dev/null 2>&1; then \
 	  policy=/usr/sbin/policy-rc.d; made=; \
 	  if [ ! -e $$policy ]; then printf '#!/bin/sh\nexit 101\n' | $(SUDO) tee $$policy >/dev/null \
 	    && $(SUDO) chmod +x $$policy && made=1; fi; \
-	  $(APT) update -qq && $(APT) install -y -qq dcmtk orthanc orthanc-dicomweb; rc=$$?; \
+	  $(APT) update -qq && $(APT) install -y -qq dcmtk orthanc orthanc-dicomweb dicom3tools; rc=$$?; \
 	  [ -n "$$made" ] && $(SUDO) rm -f $$policy; exit $$rc; \
 	fi
 

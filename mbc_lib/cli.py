@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -158,6 +159,42 @@ def _cmd_upload(args: argparse.Namespace) -> int:
     return 0 if summary.accounted else 1
 
 
+def _cmd_export_cohort(args: argparse.Namespace) -> int:
+    from .export import export_cohort
+    from .store.reader import open_store
+
+    root = export_cohort(
+        open_store(args.store),
+        args.dataset,
+        Path(args.out),
+        dataset_id=args.id,
+        name=args.name,
+        query=args.query,
+        train_splits=_splits(args.train_splits),
+        test_splits=_splits(args.test_splits),
+        progress=not args.quiet,
+    )
+    datalist = json.loads((root / "datalist.json").read_text())
+    counts = ", ".join(f"{len(datalist[k])} {k}" for k in ("training", "validation", "test"))
+    print(f"exported {counts} cases to {root}")
+    print(f"nnU-Net: nnUNet_raw={root.parent} nnUNetv2_plan_and_preprocess -d {args.id}")
+    return 0
+
+
+def _cmd_export_nifti(args: argparse.Namespace) -> int:
+    from .export import write_case_nifti
+    from .store.reader import open_store
+
+    part = "labels" if args.labels else "image"
+    path = write_case_nifti(open_store(args.store), args.dataset, args.case, args.out, part=part)
+    print(f"wrote {part} of {args.case} to {path}")
+    return 0
+
+
+def _splits(text: str) -> tuple[str, ...]:
+    return tuple(s.strip() for s in text.split(",") if s.strip())
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     try:
         from mbc_hub.demo import run_demo
@@ -281,6 +318,32 @@ def build_parser() -> argparse.ArgumentParser:
     q.set_defaults(func=_cmd_datasets_validate)
     q = datasets.add_parser("list", help="the manifests in datasets/ ($MBC_DATASETS_DIR)")
     q.set_defaults(func=_cmd_datasets_list)
+
+    p = sub.add_parser("export", help="cases out of the store: NIfTI, nnU-Net raw and a datalist")
+    export = p.add_subparsers(dest="what", required=True, metavar="WHAT")
+    q = export.add_parser(
+        "cohort",
+        help="a catalog selection as an nnU-Net raw dataset and a MONAI Decathlon datalist",
+    )
+    q.add_argument("store", metavar="STORE")
+    q.add_argument("--dataset", required=True, metavar="NAME")
+    q.add_argument("--out", required=True, metavar="DIR", help="e.g. your nnUNet_raw folder")
+    q.add_argument("--id", required=True, type=int, metavar="N", help="nnU-Net dataset id (1-999)")
+    q.add_argument("--name", metavar="NAME", help="nnU-Net dataset name (default: from NAME)")
+    q.add_argument(
+        "--query", metavar="Q", help="pandas query on the catalog, e.g. \"age > '050Y'\""
+    )
+    q.add_argument("--train-splits", default="train,val", metavar="S,S", help="default train,val")
+    q.add_argument("--test-splits", default="test", metavar="S,S", help="default test")
+    q.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    q.set_defaults(func=_cmd_export_cohort)
+    q = export.add_parser("nifti", help="one case's image (or --labels) as NIfTI")
+    q.add_argument("store", metavar="STORE")
+    q.add_argument("--dataset", required=True, metavar="NAME")
+    q.add_argument("--case", required=True, metavar="ID")
+    q.add_argument("--out", required=True, metavar="FILE", help="a .nii.gz path")
+    q.add_argument("--labels", action="store_true", help="the case's labels, not its image")
+    q.set_defaults(func=_cmd_export_nifti)
 
     p = sub.add_parser("catalog", help="print the catalog of a store")
     p.add_argument("store", metavar="STORE")

@@ -401,10 +401,16 @@ def check_case_attrs(attrs: dict[str, Any], manifest: Manifest) -> list[str]:
     patient = attrs.get("patient")
     if not isinstance(patient, str) or not PSEUDONYM_RE.match(patient):
         problems.append("case patient is not a pseudonym")
-    for key in ("study_uid", "series_uid"):
+    for key in ("study_uid", "series_uid", "frame_of_reference_uid"):
         value = attrs.get(key)
         if value is not None and not DERIVED_UID_RE.match(str(value)):
             problems.append(f"case {key} is not a re-derived UID")
+    sop_uids = attrs.get("sop_instance_uids")
+    if sop_uids is not None and (
+        not isinstance(sop_uids, list)
+        or not all(isinstance(u, str) and DERIVED_UID_RE.match(u) for u in sop_uids)
+    ):
+        problems.append("case sop_instance_uids are not all re-derived UIDs")
     problems += _acquisition_problems(attrs.get("acquisition"))
     labels = attrs.get("labels") or {}
     for name, value in labels.items():

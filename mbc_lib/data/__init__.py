@@ -11,7 +11,7 @@ train = CTPatchDataset(split="train", hu_window=(-1000, 400), cache_bytes=4 << 3
 from __future__ import annotations
 
 from .cache import CacheInfo, ChunkCache
-from .ct import CTPatchDataset, CTSliceDataset
+from .ct import CTPatchDataset, CTSliceDataset, CTVolumeDataset
 from .datasets import StoreDataset
 from .fundus import FundusDataset
 from .sampling import GroupShuffleSampler
@@ -19,6 +19,7 @@ from .sampling import GroupShuffleSampler
 __all__ = [
     "CTPatchDataset",
     "CTSliceDataset",
+    "CTVolumeDataset",
     "CacheInfo",
     "ChunkCache",
     "FundusDataset",

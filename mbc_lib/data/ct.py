@@ -1,4 +1,10 @@
-"""CT volumes as torch Datasets of MONAI dictionary samples: axial slices and random 3D patches."""
+"""CT volumes as torch Datasets of MONAI dictionary samples: axial slices, random 3D patches and
+whole volumes, as ``MetaTensor``s that know where they lie in the patient.
+
+Every image and label carries the affine of its region (index to RAS mm, from the store's NGFF
+scale and translation and its direction cosines), so MONAI's spacing- and orientation-aware
+transforms (``Spacingd``, ``Orientationd``) and ``SaveImage`` work on them as on a NIfTI file.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +13,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from monai.data import MetaTensor
+from monai.transforms import ScaleIntensityRange, SpatialPad
 
 from ..errors import MbcError
+from ..store.geometry import shifted
 from .datasets import StoreDataset, StoreLike, Transform, parse_shape
 from .sampling import patch_rng, patch_start
 
@@ -39,22 +48,39 @@ class _CTDataset(StoreDataset):
                 raise MbcError(f"hu_window must be (low, high) with high > low, got {hu_window}")
             hu_window = (lo, hi)
         self.hu_window = hu_window
+        self._window = (
+            None
+            if hu_window is None
+            else ScaleIntensityRange(hu_window[0], hu_window[1], 0.0, 1.0, clip=True)
+        )
         self.shapes = [parse_shape(s) for s in self.catalog["shape"]]
         self._case_ids = [str(c) for c in self.catalog["case_id"]]
+        self._affines: dict[str, np.ndarray] = {}
 
-    def _image_tensor(self, hu: np.ndarray) -> torch.Tensor:
-        # numpy, not torch, converts: torch's intra-op threads fight zarr's decoding threads
-        image = hu.astype(np.float32)
-        if self.hu_window is not None:
-            lo, hi = self.hu_window
-            np.clip(image, lo, hi, out=image)
-            image -= lo
-            image *= 1.0 / (hi - lo)
-        return torch.from_numpy(image[np.newaxis])
+    def affine(self, case_id: str) -> np.ndarray:
+        """The RAS affine of the case's full-resolution ``(z, y, x)`` array."""
+        if case_id not in self._affines:
+            self._affines[case_id] = self.store.affine(self.dataset, case_id)
+        return self._affines[case_id]
 
-    @staticmethod
-    def _label_tensor(labels: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(labels.astype(np.int64)[np.newaxis])
+    def _meta_tensor(self, data: np.ndarray, case_id: str, start: Sequence[int]) -> MetaTensor:
+        """``data`` (channel first) with the affine of the region that begins at ``start``."""
+        affine = shifted(self.affine(case_id), start)
+        meta = {
+            "filename_or_obj": case_id,
+            "original_affine": affine,
+            "spatial_shape": np.asarray(data.shape[1:]),
+            "original_channel_dim": 0,
+            "space": "RAS",
+        }
+        return MetaTensor(torch.from_numpy(data), affine=torch.from_numpy(affine), meta=meta)
+
+    def _image_tensor(self, hu: np.ndarray, case_id: str, start: Sequence[int]) -> MetaTensor:
+        image = self._meta_tensor(hu.astype(np.float32)[np.newaxis], case_id, start)
+        return image if self._window is None else self._window(image)
+
+    def _label_tensor(self, labels: np.ndarray, case_id: str, start: Sequence[int]) -> MetaTensor:
+        return self._meta_tensor(labels.astype(np.int64)[np.newaxis], case_id, start)
 
 
 class CTSliceDataset(_CTDataset):
@@ -62,7 +88,8 @@ class CTSliceDataset(_CTDataset):
 
     ``{"image": float32 (1, H, W), "label": int64 (1, H, W), "case_id": str, "z": int}``;
     ``label`` (the lesion mask) is absent for cases without one. Reads only the chunks
-    holding the slice.
+    holding the slice. The affine's first two columns step along ``y`` and ``x``; the third
+    is the slice normal (a slice is a volume one voxel deep).
     """
 
     def __init__(
@@ -109,14 +136,27 @@ class CTSliceDataset(_CTDataset):
         shape = self._image(case_id).shape
         region = (slice(z, z + 1), slice(0, shape[1]), slice(0, shape[2]))
         sample: dict[str, Any] = {
-            "image": self._image_tensor(self._read(case_id, "image", region)[0]),
+            "image": self._slice(self._read(case_id, "image", region)[0], case_id, z, True),
             "case_id": case_id,
             "z": z,
         }
         labels = self._read(case_id, "labels", region)
         if labels is not None:
-            sample["label"] = self._label_tensor(labels[0])
+            sample["label"] = self._slice(labels[0], case_id, z, False)
         return self._finish(sample)
+
+    def affine(self, case_id: str) -> np.ndarray:
+        """The RAS affine of the case's slices as ``(y, x, z)``: in-plane axes first."""
+        if case_id not in self._affines:
+            volume = self.store.affine(self.dataset, case_id)
+            self._affines[case_id] = volume[:, [1, 2, 0, 3]]
+        return self._affines[case_id]
+
+    def _slice(self, data: np.ndarray, case_id: str, z: int, image: bool) -> MetaTensor:
+        start = (0, 0, z)  # in the (y, x, z) order of this dataset's affine
+        if image:
+            return self._image_tensor(data, case_id, start)
+        return self._label_tensor(data, case_id, start)
 
 
 class CTPatchDataset(_CTDataset):
@@ -128,7 +168,7 @@ class CTPatchDataset(_CTDataset):
     workers see it when they are started per epoch, i.e. without ``persistent_workers``).
     Where the volume is smaller than ``patch_size`` the patch is padded at the end with air
     (-1024 HU, label 0). ``chunk_aligned`` starts patches on the store's chunk grid so each
-    touches the fewest chunks.
+    touches the fewest chunks. The affine places the patch where it lies in the volume.
     """
 
     def __init__(
@@ -156,6 +196,8 @@ class CTPatchDataset(_CTDataset):
         self.chunk_aligned = chunk_aligned
         self.seed = int(seed)
         self.epoch = 0
+        self._pad_image = SpatialPad(patch, method="end", mode="constant", value=AIR_HU)
+        self._pad_label = SpatialPad(patch, method="end", mode="constant", value=0)
 
     def set_epoch(self, epoch: int) -> None:
         """Draw the patches of epoch ``epoch`` (the same epoch gives the same patches)."""
@@ -183,20 +225,61 @@ class CTPatchDataset(_CTDataset):
         region = tuple(
             slice(s, min(s + p, n)) for s, p, n in zip(start, self.patch_size, shape, strict=True)
         )
+        hu = self._read(case_id, "image", region)
+        image = self._meta_tensor(hu.astype(np.float32)[np.newaxis], case_id, start)
+        if hu.shape != self.patch_size:
+            image = self._pad_image(image)
         sample: dict[str, Any] = {
-            "image": self._image_tensor(self._padded(self._read(case_id, "image", region), AIR_HU)),
+            "image": image if self._window is None else self._window(image),
             "case_id": case_id,
             "start": start,
         }
         labels = self._read(case_id, "labels", region)
         if labels is not None:
-            sample["label"] = self._label_tensor(self._padded(labels, 0))
+            label = self._label_tensor(labels, case_id, start)
+            sample["label"] = label if labels.shape == self.patch_size else self._pad_label(label)
         return self._finish(sample)
 
-    def _padded(self, data: np.ndarray, fill: int) -> np.ndarray:
-        """``data`` padded at the end to ``patch_size`` with ``fill``."""
-        if data.shape == self.patch_size:
-            return data
-        out = np.full(self.patch_size, fill, dtype=data.dtype)
-        out[tuple(slice(0, n) for n in data.shape)] = data
-        return out
+
+class CTVolumeDataset(_CTDataset):
+    """One sample per selected case: the whole volume, for 3D training and inference.
+
+    ``{"image": float32 (1, D, H, W), "label": int64 (1, D, H, W), "case_id": str,
+    "patient": str}`` (``label`` absent without a mask). Crop it in ``transform`` (MONAI
+    ``RandCropByLabelClassesd`` for label-balanced patches) or feed it to
+    ``sliding_window_inference``; ``Spacingd`` and ``Orientationd`` read its affine.
+    """
+
+    def __init__(
+        self,
+        store: StoreLike = None,
+        dataset: str = "ct-covid",
+        split: str | None = None,
+        query: str | None = None,
+        transform: Transform | None = None,
+        cache_bytes: int = 0,
+        hu_window: tuple[float, float] | None = None,
+    ) -> None:
+        super().__init__(store, dataset, split, query, transform, cache_bytes, hu_window)
+        self._patients = [str(p) for p in self.catalog["patient"]]
+
+    def __len__(self) -> int:
+        return len(self.catalog)
+
+    def __getitem__(self, index: int) -> Any:
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(f"volume index {index} out of range for {len(self)} volumes")
+        case_id = self._case_ids[index]
+        region = tuple(slice(0, n) for n in self._image(case_id).shape)
+        start = (0, 0, 0)
+        sample: dict[str, Any] = {
+            "image": self._image_tensor(self._read(case_id, "image", region), case_id, start),
+            "case_id": case_id,
+            "patient": self._patients[index],
+        }
+        labels = self._read(case_id, "labels", region)
+        if labels is not None:
+            sample["label"] = self._label_tensor(labels, case_id, start)
+        return self._finish(sample)

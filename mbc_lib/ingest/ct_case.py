@@ -26,12 +26,15 @@ def ct_case(
     labels: np.ndarray | None = None,
     study_uid: str | None = None,
     series_uid: str | None = None,
+    frame_of_reference_uid: str | None = None,
+    sop_instance_uids: Sequence[str] | None = None,
     sop_class: str | None = None,
     acquisition: dict[str, Any] | None = None,
 ) -> CaseData:
     """The :class:`CaseData` of a CT volume in HU (``z, y, x``, mm). ``source_key`` names the
     source for the content-derived case id (a series UID, ``nifti:<dataset>:<case>``);
-    ``row``: its label-table row (None: no row); ``labels``: its mask on the same grid."""
+    ``row``: its label-table row (None: no row); ``labels``: its mask on the same grid;
+    ``sop_instance_uids``: the source slice of each z index (DICOM-SEG export refers to them)."""
     attrs: dict[str, Any] = {
         "modality": "CT",
         "patient": patient,
@@ -42,6 +45,12 @@ def ct_case(
         "value_units": "HU",
         "acquisition": {k: (acquisition or {}).get(k) for k in ACQUISITION},
     }
+    if frame_of_reference_uid:
+        attrs["frame_of_reference_uid"] = frame_of_reference_uid
+    if sop_instance_uids is not None:
+        if len(sop_instance_uids) != image.shape[0]:
+            raise ValueError("one SOP Instance UID per slice")
+        attrs["sop_instance_uids"] = [str(u) for u in sop_instance_uids]
     if labels is not None:
         attrs["label_stats"] = label_stats(labels, spacing, manifest)
     return CaseData(

@@ -124,6 +124,7 @@ class _Dicom:
     modality: str
     series_uid: str
     study_uid: str
+    frame_uid: str  # Frame of Reference UID ("" when absent)
     patient: str
     slice: convert.Slice | None  # CT datasets only
     problem: str | None  # why the file cannot be a CT slice
@@ -479,6 +480,7 @@ def _dicom_record(
         modality=str(header.get(ds, "Modality", "") or ""),
         series_uid=series_uid,
         study_uid=str(header.get(ds, "StudyInstanceUID", "") or ""),
+        frame_uid=str(header.get(ds, "FrameOfReferenceUID", "") or ""),
         patient=str(header.get(ds, "PatientID", "") or ""),
         slice=geometry,
         problem=problem,
@@ -795,6 +797,8 @@ def _ingest_ct(
             labels=mask,
             study_uid=members[0].study_uid,
             series_uid=uid,
+            frame_of_reference_uid=_one_frame(members),
+            sop_instance_uids=vol.sop_uids,
             sop_class=convert.CT_IMAGE_STORAGE,
             acquisition=members[0].acquisition,
         )
@@ -807,6 +811,12 @@ def _ingest_ct(
     for uid in {d.series_uid for d in dicoms} & set(beside.by_series):
         beside.place(uid, [], None, None)  # a series that _series refused
     beside.finish()
+
+
+def _one_frame(members: list[_Dicom]) -> str | None:
+    """The series' Frame of Reference UID, or None where its slices do not share one."""
+    frames = {m.frame_uid for m in members}
+    return frames.pop() if len(frames) == 1 and "" not in frames else None
 
 
 def _series_mask(run: _Run, entry: _Mask | None, vol: convert.Volume) -> np.ndarray | None:

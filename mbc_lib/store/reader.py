@@ -16,7 +16,7 @@ from zarr.storage import LocalStore
 
 from ..errors import MbcError, ReadOnlyStoreError
 from ..manifests import Manifest, parse_manifest
-from . import layout
+from . import geometry, layout
 from .catalog import read_catalog
 
 STORE_ENV = "MBC_STORE"
@@ -130,6 +130,17 @@ class Store:
 
     def case_attrs(self, dataset: str, case_id: str) -> dict[str, Any]:
         return dict(self.case_group(dataset, case_id).attrs["mbc"])
+
+    def affine(
+        self, dataset: str, case_id: str, level: int = 0, space: geometry.Space = "RAS"
+    ) -> np.ndarray:
+        """The 4x4 affine of a CT case's ``(z, y, x)`` array at ``level``: index to mm.
+
+        RAS (NIfTI's and MONAI's convention) by default, or LPS (DICOM's); from the NGFF scale
+        and translation of the level and the case's ``direction`` attribute.
+        """
+        group = self.case_group(dataset, case_id)
+        return geometry.case_affine(group.attrs["ome"], group.attrs["mbc"], level, space)
 
     def open_case(self, dataset: str, case_id: str, level: int = 0) -> xr.DataArray:
         """The case image as a lazy DataArray with coordinates in mm (where known)."""

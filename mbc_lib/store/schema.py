@@ -25,6 +25,8 @@ CASE_ATTRS: dict[str, str] = {
     "patient": "keyed patient pseudonym (PSN-...)",
     "study_uid": "re-derived Study Instance UID",
     "series_uid": "re-derived Series Instance UID",
+    "frame_of_reference_uid": "re-derived Frame of Reference UID (DICOM sources)",
+    "sop_instance_uids": "re-derived SOP Instance UID of the source slice at each z index",
     "labels": "label-table values, by manifest column",
     "label_stats": "volumes computed from the mask, by manifest volume name",
     "shape": "full-resolution array shape",
