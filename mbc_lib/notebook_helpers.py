@@ -134,34 +134,72 @@ def fit(
     validate: Callable[[], dict[str, float]] | None = None,
     validate_every: int = 1,
     keys: tuple[str, str] = ("image", "label"),
+    log_dir: str | os.PathLike[str] | None = None,
 ) -> list[dict[str, float]]:
     """Train ``model`` for ``epochs`` with a progress bar; return one record per epoch.
 
     Each batch is a dict; ``keys`` name the input and the target. ``scheduler.step()`` runs
     after every optimizer step; ``validate()`` (returning named metrics) every
-    ``validate_every`` epochs and after the last.
+    ``validate_every`` epochs and after the last. ``log_dir``: TensorBoard event files there
+    (``loss/train``, ``lr``, and ``val/<name>`` for each validation metric), per epoch.
     """
     scaler = accel.grad_scaler()
     history: list[dict[str, float]] = []
+    writer = _summary_writer(log_dir)
     bar = tqdm(range(1, epochs + 1), desc="training", unit="epoch")
-    for epoch in bar:
-        model.train()
-        total, batches = 0.0, 0
-        for batch in loader:
-            inputs = batch[keys[0]].to(accel.device, non_blocking=True)
-            target = batch[keys[1]].to(accel.device, non_blocking=True)
-            loss = train_step(model, inputs, target, loss_fn, optimizer, scaler, accel)
-            if scheduler is not None:
-                scheduler.step()
-            total += float(loss.detach())
-            batches += 1
-        record = {"epoch": float(epoch), "loss": total / max(batches, 1)}
-        if validate is not None and (epoch % validate_every == 0 or epoch == epochs):
-            model.eval()
-            record.update(validate())
-        history.append(record)
-        bar.set_postfix({k: round(v, 4) for k, v in record.items() if k != "epoch"})
+    try:
+        for epoch in bar:
+            record = {"epoch": float(epoch)}
+            record |= _epoch(model, loader, loss_fn, optimizer, scaler, accel, scheduler, keys)
+            if validate is not None and (epoch % validate_every == 0 or epoch == epochs):
+                model.eval()
+                record.update(validate())
+            history.append(record)
+            bar.set_postfix({k: round(v, 4) for k, v in record.items() if k != "epoch"})
+            if writer is not None:
+                writer.add_scalar("loss/train", record["loss"], epoch)
+                writer.add_scalar("lr", optimizer.param_groups[0]["lr"], epoch)
+                for name, value in record.items():
+                    if name not in ("epoch", "loss"):
+                        writer.add_scalar(f"val/{name}", value, epoch)
+    finally:
+        if writer is not None:
+            writer.close()
     return history
+
+
+def _summary_writer(log_dir: str | os.PathLike[str] | None) -> Any:
+    if log_dir is None:
+        return None
+    from torch.utils.tensorboard import SummaryWriter
+
+    path = Path(log_dir).expanduser()
+    path.mkdir(parents=True, exist_ok=True)
+    return SummaryWriter(log_dir=str(path))
+
+
+def _epoch(
+    model: torch.nn.Module,
+    loader: Iterable[dict[str, Any]],
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    accel: Accelerator,
+    scheduler: Any,
+    keys: tuple[str, str],
+) -> dict[str, float]:
+    """One pass over ``loader``: the mean training loss."""
+    model.train()
+    total, batches = 0.0, 0
+    for batch in loader:
+        inputs = batch[keys[0]].to(accel.device, non_blocking=True)
+        target = batch[keys[1]].to(accel.device, non_blocking=True)
+        loss = train_step(model, inputs, target, loss_fn, optimizer, scaler, accel)
+        if scheduler is not None:
+            scheduler.step()
+        total += float(loss.detach())
+        batches += 1
+    return {"loss": total / max(batches, 1)}
 
 
 __all__ = [

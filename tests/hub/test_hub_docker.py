@@ -207,6 +207,11 @@ def test_two_groups_get_containers_with_only_their_datasets_read_only(
             headers=auth(tokens["alice"]),
             timeout=30,
         )
+        # TensorBoard behind jupyter-server-proxy, started on the first request, reading the
+        # results folder; only for the server's owner
+        board = f"{docker_hub.url}/user/bob/tensorboard/data/logdir"
+        tensorboard = requests.get(board, headers=auth(tokens["bob"]), timeout=120)
+        stranger = requests.get(board, timeout=30, allow_redirects=False)
     finally:
         stop_server(docker_hub.url, "alice", tokens["alice"])
         stop_server(docker_hub.url, "bob", tokens["bob"])
@@ -233,6 +238,9 @@ def test_two_groups_get_containers_with_only_their_datasets_read_only(
     defaults = notification.json()["schema"]["properties"]
     assert defaults["fetchNews"]["default"] == "false"
     assert defaults["checkForUpdates"]["default"] is False
+    assert tensorboard.status_code == 200, tensorboard.text[:500]
+    assert tensorboard.json()["logdir"] == "/home/jovyan/mbc-results"
+    assert stranger.status_code in (302, 401, 403)
 
     spawns = [e for e in read_audit(docker_hub.audit_path) if e["event"] == "spawn"]
     alice_spawn = next(e for e in spawns if e["user"] == "alice")
