@@ -116,14 +116,59 @@ def test_static_ct_slice_from_numpy_picks_the_most_labelled_slice_and_hides_over
     assert plain.axes[0].get_legend() is None
 
 
-def test_comparison_has_one_panel_per_mask_and_one_legend():
+def test_comparison_has_lung_and_mediastinal_windows_one_panel_per_mask_and_one_legend():
     hu, labels = _phantom()
     fig = render_ct_comparison(
         hu, {"ground truth": labels, "prediction": labels}, z=3, spacing=SPACING, title="case"
     )
-    assert [ax.get_title() for ax in fig.axes][1:] == ["ground truth", "prediction"]
+    assert [ax.get_title() for ax in fig.axes] == [
+        "lung window (W1500 L-600)",
+        "mediastinum window (W350 L40)",
+        "ground truth",
+        "prediction",
+    ]
+    lung, mediastinum = (np.asarray(ax.get_images()[0].get_array()) for ax in fig.axes[:2])
+    # consolidation (20 HU) is near-white, like every soft tissue, in the lung window; the
+    # mediastinal window shows it mid-grey, where it is told from fat, fluid and bone
+    assert lung[15, 15] == pytest.approx((20 + 1350) / 1500)
+    assert mediastinum[15, 15] == pytest.approx((20 + 135) / 350)
     assert [t.get_text() for t in fig.legends[0].get_texts()] == list(MANIFEST_COLOURS)
     assert fig.get_suptitle().startswith("case: slice 4/6")
+
+
+AXIAL = [[0.0, 0.0, 1.0], [0.0, 1.0, 0.0], [1.0, 0.0, 0.0]]  # LPS vectors of z, y, x
+
+
+def _edge_letters(ax) -> dict[str, str]:
+    """The letter at each edge of a panel: left, right, top, bottom."""
+    out = {}
+    for text in ax.texts:
+        x, y = text.get_position()
+        edge = "left" if x < 0.1 else "right" if x > 0.9 else "top" if y > 0.9 else "bottom"
+        out[edge] = text.get_text()
+    return out
+
+
+def test_slices_are_marked_with_the_patient_sides_from_the_store_direction():
+    hu, labels = _phantom()
+    image = _as_store_array(hu, "image")
+    image.attrs["direction"] = AXIAL
+    axial = render_ct_slice(image, _as_store_array(labels, "lesions"), z=3)
+    # radiological convention: the patient's right on the viewer's left, anterior on top
+    assert _edge_letters(axial.axes[0]) == {"left": "R", "right": "L", "top": "A", "bottom": "P"}
+    flipped = [[0.0, 0.0, 1.0], [0.0, -1.0, 0.0], [-1.0, 0.0, 0.0]]  # rows and columns reversed
+    other = render_ct_slice(hu, labels, z=3, spacing=SPACING, direction=flipped)
+    assert _edge_letters(other.axes[0]) == {"left": "L", "right": "R", "top": "P", "bottom": "A"}
+    unknown = render_ct_slice(hu, labels, z=3, spacing=SPACING)
+    assert len(unknown.axes[0].texts) == 0  # no direction, no guess
+
+
+def test_small_lesions_are_outlined_in_their_class_colour():
+    hu, labels = _phantom()
+    fig = render_ct_slice(hu, labels, z=3, spacing=SPACING)
+    outlined = [tuple(np.round(c.get_edgecolor()[0][:3], 3)) for c in fig.axes[0].collections]
+    for name in ("ground-glass opacity", "consolidation"):
+        assert tuple(np.round(np.array(MANIFEST_COLOURS[name]) / 255, 3)) in outlined
 
 
 def test_ct_viewer_is_static_outside_jupyter():
@@ -193,6 +238,11 @@ def test_fundus_gallery_without_predictions_and_with_heatmaps():
     assert isinstance(fig, Figure)
     assert fig.axes[0].get_title() == "true: normal"
     assert len(fig.axes[0].get_images()) == 2
+    # a colour bar says what the heat colours mean, on the heat maps' fixed 0-1 scale
+    (bar,) = [ax for ax in fig.axes if ax.get_ylabel().startswith("Grad-CAM")]
+    assert bar.get_ylim() == (0.0, 1.0)
+    plain = fundus_gallery(_photos(2), labels=[0, 1])
+    assert not [ax for ax in plain.axes if ax.get_ylabel()]
 
 
 def test_fundus_gallery_widget_pages_and_filters_mistakes():

@@ -1,4 +1,4 @@
-"""CT slice viewer: window presets, label overlay in fixed colours, axes in mm.
+"""CT slice viewer: window presets, label overlay in fixed colours, axes in mm, orientation.
 
 ``ct_viewer`` gives an ipywidgets viewer in Jupyter and a static figure elsewhere;
 ``render_ct_slice`` and ``render_ct_comparison`` always return a matplotlib Figure.
@@ -64,6 +64,7 @@ class CTVolume:
     y_mm: np.ndarray
     x_mm: np.ndarray
     unit: str
+    direction: np.ndarray | None = None  # LPS unit vectors of z, y, x (None: unknown)
 
     @property
     def n_slices(self) -> int:
@@ -111,9 +112,18 @@ def _values(array: Any) -> np.ndarray:
 
 
 def as_volume(
-    image: Any, labels: Any | None = None, spacing: Sequence[float] | None = None
+    image: Any,
+    labels: Any | None = None,
+    spacing: Sequence[float] | None = None,
+    direction: Sequence[Sequence[float]] | None = None,
 ) -> CTVolume:
-    """Wrap a (z, y, x) xarray DataArray (mm coordinates) or numpy array (``spacing`` in mm)."""
+    """Wrap a (z, y, x) xarray DataArray (mm coordinates) or numpy array (``spacing`` in mm).
+
+    ``direction`` (LPS unit vectors of z, y, x; a store DataArray carries it in its attrs)
+    puts the patient's sides (R/L, A/P) on the edges of each slice.
+    """
+    if direction is None and hasattr(image, "attrs"):
+        direction = image.attrs.get("direction")
     if hasattr(image, "isel") and hasattr(image, "dims"):
         if image.ndim == 2:
             image = image.expand_dims("z")
@@ -145,7 +155,48 @@ def as_volume(
                 labels = labels[None]
         if tuple(labels.shape) != tuple(image.shape):
             raise ValueError(f"labels shape {tuple(labels.shape)} != image shape {image.shape}")
-    return CTVolume(image, labels, coords[0], coords[1], coords[2], unit)
+    rows = None if direction is None else np.asarray(direction, dtype=np.float64)
+    if rows is not None and rows.shape != (3, 3):
+        raise ValueError(f"direction must be three LPS vectors (z, y, x), got {rows.tolist()}")
+    return CTVolume(image, labels, coords[0], coords[1], coords[2], unit, rows)
+
+
+_SIDES = (("R", "L"), ("A", "P"), ("I", "S"))  # LPS axes: the letter at - and + ends
+
+
+def side_letter(vector: Sequence[float]) -> str:
+    """The patient side an LPS vector points to most (e.g. ``(1, 0, 0)`` -> ``"L"``)."""
+    v = np.asarray(vector, dtype=np.float64)
+    axis = int(np.argmax(np.abs(v)))
+    return _SIDES[axis][int(v[axis] > 0)]
+
+
+def _orientation_markers(ax: Axes, direction: np.ndarray) -> None:
+    """Patient sides at the middle of each edge of an axial panel (y down, x right)."""
+    y_dir, x_dir = direction[1], direction[2]
+    style = {"transform": ax.transAxes, "color": "white", "fontsize": 10, "fontweight": "bold"}
+    ax.text(0.02, 0.5, side_letter(-x_dir), ha="left", va="center", **style)
+    ax.text(0.98, 0.5, side_letter(x_dir), ha="right", va="center", **style)
+    ax.text(0.5, 0.98, side_letter(-y_dir), ha="center", va="top", **style)
+    ax.text(0.5, 0.02, side_letter(y_dir), ha="center", va="bottom", **style)
+
+
+def _outlines(
+    ax: Axes, vol: CTVolume, labels: np.ndarray, classes: Mapping[int, LabelClass]
+) -> None:
+    """A thin outline of each class region: a lesion of a few voxels stays visible when the
+    figure is shrunk, where a translucent fill alone fades into the lung."""
+    for value, cls in classes.items():
+        if value == 0 or not (labels == value).any():
+            continue
+        ax.contour(
+            vol.x_mm,
+            vol.y_mm,
+            (labels == value).astype(np.float32),
+            levels=[0.5],
+            colors=[cls.rgb],
+            linewidths=1.0,
+        )
 
 
 def _draw(
@@ -168,6 +219,10 @@ def _draw(
     )
     if labels is not None:
         ax.imshow(label_rgba(labels, classes, opacity), extent=vol.extent, interpolation="nearest")
+        if min(labels.shape) > 1:
+            _outlines(ax, vol, labels, classes)
+    if vol.direction is not None:
+        _orientation_markers(ax, vol.direction)
     ax.set_aspect("equal")
     ax.set_xlabel(f"x ({vol.unit})")
     ax.set_ylabel(f"y ({vol.unit})")
@@ -199,11 +254,12 @@ def render_ct_slice(
     opacity: float = 0.4,
     classes: Any = None,
     spacing: Sequence[float] | None = None,
+    direction: Sequence[Sequence[float]] | None = None,
     title: str | None = None,
     figsize: tuple[float, float] = (6.0, 6.4),
 ) -> Figure:
     """One axial slice (index ``z`` or nearest to ``z_mm``) with the label overlay and legend."""
-    vol = as_volume(image, labels, spacing)
+    vol = as_volume(image, labels, spacing, direction)
     table = resolve_classes(classes, labels)
     k = _resolve_z(vol, z, z_mm)
     fig = new_figure(figsize)
@@ -234,25 +290,33 @@ def render_ct_comparison(
     opacity: float = 0.45,
     classes: Any = None,
     spacing: Sequence[float] | None = None,
+    direction: Sequence[Sequence[float]] | None = None,
     show_plain: bool = True,
+    plain_windows: Sequence[Window] | None = None,
     title: str | None = None,
     panel_size: float = 4.0,
 ) -> Figure:
-    """Side by side: the plain CT slice, then one panel per mask (e.g. ground truth, prediction)."""
+    """Side by side: the plain CT slice, then one panel per mask (e.g. ground truth, prediction).
+
+    The plain slice is shown in ``window`` and, next to it, in the mediastinal window (soft
+    tissue, where consolidation is told from vessels); ``plain_windows`` lists others.
+    """
     table = resolve_classes(classes, next(iter(masks.values()), None))
-    vols = {name: as_volume(image, mask, spacing) for name, mask in masks.items()}
-    first = next(iter(vols.values())) if vols else as_volume(image, None, spacing)
+    if plain_windows is None:
+        plain_windows = [window] if window == "mediastinum" else [window, "mediastinum"]
+    vols = {name: as_volume(image, mask, spacing, direction) for name, mask in masks.items()}
+    first = next(iter(vols.values())) if vols else as_volume(image, None, spacing, direction)
     if z is None and z_mm is None and vols:
         z = first.default_slice()
     k = _resolve_z(first, z, z_mm)
-    panels: list[tuple[str, CTVolume, np.ndarray | None]] = []
+    panels: list[tuple[str, CTVolume, np.ndarray | None, Window]] = []
     if show_plain:
-        panels.append((_window_name(window), first, None))
-    panels += [(name, vol, vol.label_slice(k)) for name, vol in vols.items()]
+        panels += [(_window_name(w), first, None, w) for w in plain_windows]
+    panels += [(name, vol, vol.label_slice(k), window) for name, vol in vols.items()]
     fig = new_figure((panel_size * len(panels), panel_size + 0.9))
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
-    for ax, (name, vol, shown) in zip(axes, panels, strict=True):
-        _draw(ax, vol, k, window, shown, table, opacity, name)
+    for ax, (name, vol, shown, shown_window) in zip(axes, panels, strict=True):
+        _draw(ax, vol, k, shown_window, shown, table, opacity, name)
     where = _slice_title(first, k)
     fig.suptitle(f"{title}: {where}" if title else where, fontsize=10)
     fig.legend(
@@ -364,6 +428,7 @@ def ct_viewer(
     opacity: float = 0.4,
     classes: Any = None,
     spacing: Sequence[float] | None = None,
+    direction: Sequence[Sequence[float]] | None = None,
     static: bool | None = None,
     figsize: tuple[float, float] = (6.0, 6.4),
 ) -> Any:
@@ -386,7 +451,7 @@ def ct_viewer(
             figsize=figsize,
         )
     window_bounds(window)
-    vol = as_volume(image, labels, spacing)
+    vol = as_volume(image, labels, spacing, direction)
     return _CTWidget(
         vol,
         _resolve_z(vol, z, None),

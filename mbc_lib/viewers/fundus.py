@@ -96,12 +96,14 @@ def render_fundus_gallery(
     threshold: float = 0.5,
     heatmaps: Sequence[Any] | None = None,
     heatmap_alpha: float = 0.45,
+    heatmap_label: str = "Grad-CAM attention (0: none, 1: most)",
     tile_size: float = 2.8,
 ) -> Figure:
     """A grid of photographs titled with label and prediction (green right, red wrong).
 
     ``predictions`` are probabilities of class 1 (floats) or classes (ints); ``heatmaps``
-    (e.g. Grad-CAM, any size) are drawn over the images.
+    (e.g. Grad-CAM, any size, values in [0, 1]) are drawn over the images, with a colour bar
+    saying what the colours mean (``heatmap_label``).
     """
     images = list(images)
     n = len(images)
@@ -114,6 +116,7 @@ def render_fundus_gallery(
     nrows = math.ceil(n / ncols)
     fig = new_figure((tile_size * ncols, (tile_size + 0.5) * nrows))
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    heat_layer = None
     for i, ax in enumerate(axes):
         ax.set_axis_off()
         if i >= n:
@@ -122,9 +125,11 @@ def render_fundus_gallery(
         ax.imshow(rgb, interpolation="antialiased")
         if heats is not None and heats[i] is not None:
             h, w = rgb.shape[:2]
-            ax.imshow(
+            heat_layer = ax.imshow(
                 np.squeeze(np.asarray(heats[i], np.float32)),
                 cmap="jet",
+                vmin=0.0,
+                vmax=1.0,
                 alpha=heatmap_alpha,
                 extent=(-0.5, w - 0.5, h - 0.5, -0.5),
             )
@@ -137,6 +142,9 @@ def render_fundus_gallery(
             threshold,
         )
         ax.set_title(text, color=colour, fontsize=9)
+    if heat_layer is not None:
+        bar = fig.colorbar(heat_layer, ax=list(axes), shrink=0.6, pad=0.02, alpha=1.0)
+        bar.set_label(heatmap_label, fontsize=9)
     return fig
 
 
