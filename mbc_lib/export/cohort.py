@@ -5,8 +5,8 @@ OUT/Dataset501_CtCovid/
   dataset.json          nnU-Net: channel names, labels, numTraining, file ending
   imagesTr/<case>_0000.nii.gz   labelsTr/<case>.nii.gz     training cases (store splits
   imagesTs/<case>_0000.nii.gz   labelsTs/<case>.nii.gz     "train" and "val"; "test")
-  splits_final.json     one fold: the store's train and val cases (copy it to the
-                        preprocessed folder to train nnU-Net on the store's split)
+  splits_final.json     fold 0: the store's train and val cases (nnU-Net's planning
+                        copies it to the preprocessed folder; ``nnUNetv2_train 501 3d_fullres 0``)
   datalist.json         MONAI: {"training", "validation", "test"} lists of image/label
   cohort.json           what was exported: store, dataset, query, cases, patients
 ```
