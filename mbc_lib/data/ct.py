@@ -32,13 +32,13 @@ class _CTDataset(StoreDataset):
 
     def __init__(
         self,
-        store: StoreLike,
-        dataset: str,
-        split: str | None,
-        query: str | None,
-        transform: Transform | None,
-        cache_bytes: int,
-        hu_window: tuple[float, float] | None,
+        store: StoreLike = None,
+        dataset: str = "ct-covid",
+        split: str | None = None,
+        query: str | None = None,
+        transform: Transform | None = None,
+        cache_bytes: int = 0,
+        hu_window: tuple[float, float] | None = None,
     ) -> None:
         super().__init__(store, dataset, split, query, transform, cache_bytes)
         self.catalog = self.catalog[self.catalog["kind"] == "ct-volume"].reset_index(drop=True)
@@ -250,19 +250,6 @@ class CTVolumeDataset(_CTDataset):
     ``sliding_window_inference``; ``Spacingd`` and ``Orientationd`` read its affine.
     """
 
-    def __init__(
-        self,
-        store: StoreLike = None,
-        dataset: str = "ct-covid",
-        split: str | None = None,
-        query: str | None = None,
-        transform: Transform | None = None,
-        cache_bytes: int = 0,
-        hu_window: tuple[float, float] | None = None,
-    ) -> None:
-        super().__init__(store, dataset, split, query, transform, cache_bytes, hu_window)
-        self._patients = [str(p) for p in self.catalog["patient"]]
-
     def __len__(self) -> int:
         return len(self.catalog)
 
@@ -277,7 +264,7 @@ class CTVolumeDataset(_CTDataset):
         sample: dict[str, Any] = {
             "image": self._image_tensor(self._read(case_id, "image", region), case_id, start),
             "case_id": case_id,
-            "patient": self._patients[index],
+            "patient": str(self.catalog["patient"].iat[index]),
         }
         labels = self._read(case_id, "labels", region)
         if labels is not None:

@@ -23,13 +23,19 @@ AXIAL_LPS = ((0.0, 0.0, 1.0), (0.0, 1.0, 0.0), (1.0, 0.0, 0.0))
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
-def level_transform(ome: Mapping[str, Any], level: int) -> tuple[list[float], list[float]]:
-    """The NGFF scale and translation of pyramid ``level`` of an image group's ``ome`` attrs."""
+def level_entry(ome: Mapping[str, Any], level: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Pyramid ``level``'s NGFF dataset entry and its transforms by type (``scale``, ...)."""
     ms = ome["multiscales"][0]
     if not 0 <= level < len(ms["datasets"]):
         raise MbcError(f"level {level} not in pyramid (0..{len(ms['datasets']) - 1})")
-    found = {t["type"]: t[t["type"]] for t in ms["datasets"][level]["coordinateTransformations"]}
-    dims = [ax["name"] for ax in ms["axes"]]
+    entry = ms["datasets"][level]
+    return entry, {t["type"]: t[t["type"]] for t in entry["coordinateTransformations"]}
+
+
+def level_transform(ome: Mapping[str, Any], level: int) -> tuple[list[float], list[float]]:
+    """The NGFF scale and translation of pyramid ``level`` of an image group's ``ome`` attrs."""
+    _, found = level_entry(ome, level)
+    dims = [ax["name"] for ax in ome["multiscales"][0]["axes"]]
     scale = [float(s) for d, s in zip(dims, found["scale"], strict=True) if d in "zyx"]
     translation = found.get("translation", [0.0] * len(dims))
     shift = [float(t) for d, t in zip(dims, translation, strict=True) if d in "zyx"]
@@ -78,4 +84,12 @@ def shifted(affine_: np.ndarray, start: Sequence[int]) -> np.ndarray:
     return out
 
 
-__all__ = ["AXIAL_LPS", "Space", "affine", "case_affine", "level_transform", "shifted"]
+__all__ = [
+    "AXIAL_LPS",
+    "Space",
+    "affine",
+    "case_affine",
+    "level_entry",
+    "level_transform",
+    "shifted",
+]

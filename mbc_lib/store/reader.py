@@ -182,11 +182,8 @@ def _as_dataarray(group: zarr.Group, level: int, name: str) -> xr.DataArray:
     import dask.array as da
 
     ms = group.attrs["ome"]["multiscales"][0]
-    if not 0 <= level < len(ms["datasets"]):
-        raise MbcError(f"level {level} not in pyramid (0..{len(ms['datasets']) - 1})")
-    entry = ms["datasets"][level]
+    entry, transforms = geometry.level_entry(group.attrs["ome"], level)
     array = group[entry["path"]]
-    transforms = {t["type"]: t[t["type"]] for t in entry["coordinateTransformations"]}
     dims = [ax["name"] for ax in ms["axes"]]
     coords = {}
     for i, ax in enumerate(ms["axes"]):
