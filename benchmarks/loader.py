@@ -8,10 +8,16 @@ mbc_lib datasets (float32 image, int64 label tensors), one process, warm OS page
 - CT random patches: ``CTPatchDataset`` (uncached: the main figure; and with a warm cache) vs
   MONAI ``LoadImaged`` of image and label ``.nii.gz`` then ``RandSpatialCropd`` vs pydicom
   reading the whole series, stacking and cropping vs ``np.load(mmap_mode="r")`` and cropping;
+  vs what MONAI users do to avoid decoding NIfTI each time (``PersistentDataset``: the loaded
+  volumes as ``.pt`` files; ``CacheDataset``: in memory);
 - CT random axial slices: ``CTSliceDataset`` (uncached; warm cache; and in the slab-grouped
   order of ``GroupShuffleSampler`` with a cache of ``--window`` slabs) vs pydicom reading one
   slice file vs ``.npy``;
-- fundus photographs: ``FundusDataset`` vs PIL decoding the original JPEG/PNG files;
+- both: the store's arrays read by ``ChunkReader`` (what the datasets use), by zarr-python's
+  own path, and by TensorStore (a peer reader of the same files; ``pip install tensorstore``,
+  skipped where absent);
+- fundus photographs: ``FundusDataset`` vs PIL decoding the original JPEG/PNG files; the
+  chunk read by ``ChunkReader`` vs by zarr;
 - bytes: the store's level-0 arrays on disk vs the raw uncompressed arrays;
 - alternatives: other CT chunk shapes and fundus codecs, read the way the datasets read.
 
@@ -40,25 +46,32 @@ import numpy as np
 import pydicom
 import torch
 import zarr
+from monai.data import CacheDataset, PersistentDataset
 from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged, RandSpatialCropd
 from PIL import Image
 from zarr.codecs import BloscCodec
 
 from mbc_lib.data import CTPatchDataset, CTSliceDataset, FundusDataset, GroupShuffleSampler
 from mbc_lib.sample.store import build_sample_store
+from mbc_lib.store.chunk_reader import ChunkReader
 from mbc_lib.store.reader import Store, open_store
+
+try:  # a peer reader of the same Zarr arrays (pip install tensorstore; `mbc[bench]`)
+    import tensorstore
+except ImportError:  # pragma: no cover - the figures say it was absent
+    tensorstore = None
 
 CT, FUNDUS = "ct-covid", "fundus-glaucoma"
 CACHE_BYTES = 4 << 30
-CT_ALTERNATIVES = [  # (chunks, cname, shuffle); the first is the store's
-    ((16, 128, 128), "zstd", "bitshuffle"),
-    ((16, 128, 128), "lz4", "bitshuffle"),
-    ((16, 128, 128), "lz4", "shuffle"),
-    ((8, 128, 128), "lz4", "shuffle"),
-    ((32, 64, 64), "zstd", "bitshuffle"),
-    ((64, 64, 64), "zstd", "bitshuffle"),
-    ((8, 256, 256), "zstd", "bitshuffle"),
-    ((4, 512, 512), "lz4", "shuffle"),
+CT_ALTERNATIVES = [  # (inner chunks, shard or None, cname, shuffle); the first is the store's
+    ((1, 128, 128), (16, 512, 512), "lz4hc", "bitshuffle"),
+    ((1, 128, 128), (16, 512, 512), "zstd", "bitshuffle"),
+    ((2, 128, 128), (16, 512, 512), "lz4hc", "bitshuffle"),
+    ((4, 128, 128), (16, 512, 512), "lz4hc", "bitshuffle"),
+    ((8, 64, 64), (16, 512, 512), "lz4hc", "bitshuffle"),
+    ((16, 128, 128), None, "lz4hc", "bitshuffle"),
+    ((16, 128, 128), None, "zstd", "bitshuffle"),  # the store's layout until 2026-12-04
+    ((64, 64, 64), None, "zstd", "bitshuffle"),
 ]
 FUNDUS_ALTERNATIVES = [("zstd", 3, "bitshuffle"), ("zstd", 3, "noshuffle"), ("lz4", 5, "noshuffle")]
 
@@ -104,6 +117,37 @@ def image_tensor(hu: np.ndarray) -> torch.Tensor:
 
 def label_tensor(labels: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.asarray(labels, dtype=np.int64)[np.newaxis])
+
+
+def axial(shape: tuple[int, ...], z: int) -> tuple[slice, ...]:
+    """The region of axial slice ``z`` of a ``(z, y, x)`` volume."""
+    return (slice(z, z + 1), slice(0, shape[1]), slice(0, shape[2]))
+
+
+def array_path(array: zarr.Array) -> Path:
+    return Path(array.store.root) / array.path
+
+
+def tensorstore_reader(array: zarr.Array) -> Callable[[tuple[slice, ...]], np.ndarray]:
+    """Region reads of the same array files through TensorStore (its defaults: no cache)."""
+    spec = {"driver": "zarr3", "kvstore": {"driver": "file", "path": str(array_path(array))}}
+    handle = tensorstore.open(spec, read=True).result()
+    return lambda region: handle[region].read().result()
+
+
+class PerCase:
+    """One reader per case and part, made on first use."""
+
+    def __init__(self, store: Store, dataset: str, make: Callable[[zarr.Array], Any]) -> None:
+        self.store, self.dataset, self.make = store, dataset, make
+        self._readers: dict[tuple[str, str], Any] = {}
+
+    def __call__(self, case_id: str, part: str) -> Any:
+        key = (case_id, part)
+        if key not in self._readers:
+            get = self.store.image_array if part == "image" else self.store.labels_array
+            self._readers[key] = self.make(get(self.dataset, case_id))
+        return self._readers[key]
 
 
 # -- copies of the same cases -----------------------------------------------------------------
@@ -169,7 +213,9 @@ def disk_bytes(path: Path) -> int:
 
 
 # -- measurements -----------------------------------------------------------------------------
-def ct_patches(store: Store, copies: dict, args: argparse.Namespace) -> dict[str, float]:
+def ct_patches(
+    store: Store, copies: dict, workdir: Path, args: argparse.Namespace
+) -> dict[str, float]:
     patch = (args.patch,) * 3
     per_case = max(args.n // max(len(copies), 1), 1)
     order = np.random.default_rng(args.seed).permutation(len(copies) * per_case).tolist()
@@ -211,6 +257,34 @@ def ct_patches(store: Store, copies: dict, args: argparse.Namespace) -> dict[str
         case_id, _ = item
         return monai({"image": copies[case_id]["image_nii"], "label": copies[case_id]["label_nii"]})
 
+    # What a MONAI user does to avoid decoding NIfTI every time: keep the loaded volumes (up
+    # to the first random transform) in memory (CacheDataset) or as .pt files (PersistentDataset)
+    case_ids = list(copies)
+    files = [{"image": copies[c]["image_nii"], "label": copies[c]["label_nii"]} for c in case_ids]
+    persistent = PersistentDataset(files, monai, cache_dir=workdir / "monai-persistent")
+    start = time.perf_counter()
+    for i in range(len(files)):  # writes the .pt files
+        persistent[i]
+    fill = {"monai_persistent_fill_s": time.perf_counter() - start}
+    start = time.perf_counter()
+    in_memory = CacheDataset(files, monai, progress=False, num_workers=1)
+    fill["monai_cache_fill_s"] = time.perf_counter() - start
+    by_case = [case_ids.index(c) for c, _ in where]
+
+    direct = PerCase(store, CT, ChunkReader)
+    zarr_arrays = PerCase(store, CT, lambda a: a)
+
+    def read_with(readers: PerCase) -> Callable[[tuple], Any]:
+        def read(item: tuple) -> Any:
+            case_id, region = item
+            image = readers(case_id, "image")
+            label = readers(case_id, "labels")
+            if isinstance(image, ChunkReader):
+                return image_tensor(image.read(region)), label_tensor(label.read(region))
+            return image_tensor(image[region]), label_tensor(label[region])
+
+        return read
+
     cached = dataset(cache_bytes=CACHE_BYTES)
     for i in range(len(cached)):  # epoch 0 fills the cache
         cached[i]
@@ -221,10 +295,26 @@ def ct_patches(store: Store, copies: dict, args: argparse.Namespace) -> dict[str
         "store": rate(order, plain.__getitem__, args.seconds),
         "store_chunk_aligned": rate(order, aligned.__getitem__, args.seconds),
         "store_cached": rate(order, cached.__getitem__, args.seconds),
+        "store_reader_direct": rate(regions, read_with(direct), args.seconds),
+        "store_reader_zarr": rate(regions, read_with(zarr_arrays), args.seconds),
         "npy": rate(regions, npy, args.seconds),
         "nifti": rate(regions, nifti, args.seconds),
+        "monai_persistent": rate(by_case, persistent.__getitem__, args.seconds),
+        "monai_cache": rate(by_case, in_memory.__getitem__, args.seconds),
         "dicom": rate(regions, dicom, args.seconds),
     }
+    del in_memory
+    if tensorstore is not None:
+        peer = PerCase(store, CT, tensorstore_reader)
+        results["tensorstore"] = rate(
+            regions,
+            lambda it: (
+                image_tensor(peer(it[0], "image")(it[1])),
+                label_tensor(peer(it[0], "labels")(it[1])),
+            ),
+            args.seconds,
+        )
+    results.update(fill)
     after = cached.cache_info()
     hits, misses = after.hits - before.hits, after.misses - before.misses
     results["cached_hit_rate"] = hits / max(hits + misses, 1)
@@ -252,22 +342,50 @@ def ct_slices(store: Store, copies: dict, args: argparse.Namespace) -> dict[str,
     cached = CTSliceDataset(store, CT, cache_bytes=CACHE_BYTES)
     for i in range(len(cached)):
         cached[i]
-    first = store.image_array(CT, str(plain.catalog["case_id"].iloc[0]))
-    slab_bytes = first.chunks[0] * first.shape[1] * first.shape[2] * 3  # int16 + uint8
+    first_id = str(plain.catalog["case_id"].iloc[0])
+    first = store.image_array(CT, first_id)
+    depth = ChunkReader(first).blocks[0]  # what the cache holds: a shard's depth of slices
+    slab_bytes = depth * first.shape[1] * first.shape[2] * 3  # int16 + uint8
     grouped = CTSliceDataset(store, CT, cache_bytes=args.window * slab_bytes)
     sampler = GroupShuffleSampler(grouped.slab_groups(), window=args.window, seed=args.seed)
-    return {
+
+    def plane(case_id: str, z: int) -> tuple[slice, ...]:
+        return axial(direct(case_id, "image").shape, z)
+
+    direct, zarr_arrays = PerCase(store, CT, ChunkReader), PerCase(store, CT, lambda a: a)
+
+    def read_with(readers: Callable[[str, str], Any]) -> Callable[[tuple], Any]:
+        def read(item: tuple) -> Any:
+            case_id, z = item
+            region = plane(case_id, z)
+            image, label = readers(case_id, "image"), readers(case_id, "labels")
+            if isinstance(image, ChunkReader):
+                return image_tensor(image.read(region)[0]), label_tensor(label.read(region)[0])
+            if callable(image):  # TensorStore
+                return image_tensor(image(region)[0]), label_tensor(label(region)[0])
+            return image_tensor(image[region][0]), label_tensor(label[region][0])
+
+        return read
+
+    results = {
         "store": rate(order, plain.__getitem__, args.seconds),
         "store_slab_shuffled": rate(list(sampler)[:n], grouped.__getitem__, args.seconds),
         "store_cached": rate(order, cached.__getitem__, args.seconds),
+        "store_reader_direct": rate(where, read_with(direct), args.seconds),
+        "store_reader_zarr": rate(where, read_with(zarr_arrays), args.seconds),
         "npy": rate(where, npy, args.seconds),
         "dicom": rate(where, dicom, args.seconds),
     }
+    if tensorstore is not None:
+        peer = PerCase(store, CT, tensorstore_reader)
+        results["tensorstore"] = rate(where, read_with(peer), args.seconds)
+    return results
 
 
 def fundus(store: Store, originals: list[tuple[Path, int]], args: argparse.Namespace) -> dict:
     plain = FundusDataset(store, FUNDUS)
     arrays = [store.image_array(FUNDUS, c) for c in plain.catalog["case_id"]]
+    readers = [(ChunkReader(a), tuple(slice(0, n) for n in a.shape)) for a in arrays]
     order = [i % len(plain) for i in range(4 * args.n)]
 
     def pil_array(path: Path) -> np.ndarray:
@@ -289,7 +407,8 @@ def fundus(store: Store, originals: list[tuple[Path, int]], args: argparse.Names
         "store_cached": rate(order, cached.__getitem__, args.seconds),
         "jpeg_png": rate([originals[i] for i in order], pil, args.seconds),
         "jpeg_only": rate([jpegs[i % len(jpegs)] for i in order], pil, args.seconds),
-        "store_uint8": rate([arrays[i] for i in order], lambda a: a[...], args.seconds),
+        "store_uint8": rate([readers[i] for i in order], lambda r: r[0].read(r[1]), args.seconds),
+        "store_uint8_zarr": rate([arrays[i] for i in order], lambda a: a[...], args.seconds),
         "jpeg_png_uint8": rate([originals[i][0] for i in order], pil_array, args.seconds),
     }
 
@@ -328,8 +447,9 @@ def alternatives(store: Store, workdir: Path, args: argparse.Namespace) -> dict[
     volumes = [store.image_array(CT, c)[...] for c in store.case_ids(CT)[:2]]
     rng = np.random.default_rng(args.seed)
     p = args.patch
-    for chunks, cname, shuffle in CT_ALTERNATIVES:
-        name = f"ct {'x'.join(map(str, chunks))} {cname} {shuffle}"
+    for chunks, shard, cname, shuffle in CT_ALTERNATIVES:
+        sharded = f" in {'x'.join(map(str, shard))} shards" if shard else ""
+        name = f"ct {'x'.join(map(str, chunks))}{sharded} {cname} {shuffle}"
         arrays = []
         for i, volume in enumerate(volumes):
             codec = BloscCodec(cname=cname, clevel=3 if cname == "zstd" else 5, shuffle=shuffle)
@@ -339,24 +459,25 @@ def alternatives(store: Store, workdir: Path, args: argparse.Namespace) -> dict[
                 shape=volume.shape,
                 dtype=volume.dtype,
                 chunks=tuple(min(c, n) for c, n in zip(chunks, volume.shape, strict=True)),
+                shards=shard,
                 compressors=[codec],
                 zarr_format=3,
             )
             arr[...] = volume
-            arrays.append(zarr.open_array(path, mode="r"))
+            arrays.append(ChunkReader(zarr.open_array(path, mode="r")))
         patches = [
             (a, tuple(slice(s, s + p) for s in (int(rng.integers(0, n - p + 1)) for n in a.shape)))
             for a in (arrays[int(rng.integers(len(arrays)))] for _ in range(args.n))
         ]
         slices = [
-            (a, int(rng.integers(a.shape[0])))
+            (a, axial(a.shape, int(rng.integers(a.shape[0]))))
             for a in (arrays[int(rng.integers(len(arrays)))] for _ in range(args.n))
         ]
         out[name] = {
             "bytes_vs_raw": disk_bytes(workdir / "alt" / name.replace(" ", "_"))
             / sum(v.nbytes for v in volumes),
-            "patch_per_s": rate(patches, lambda it: it[0][it[1]], args.seconds, 2),
-            "slice_per_s": rate(slices, lambda it: it[0][it[1]], args.seconds, 2),
+            "patch_per_s": rate(patches, lambda it: it[0].read(it[1]), args.seconds, 2),
+            "slice_per_s": rate(slices, lambda it: it[0].read(it[1]), args.seconds, 2),
         }
     photos = [store.image_array(FUNDUS, c)[...] for c in store.case_ids(FUNDUS)]
     for cname, level, shuffle in FUNDUS_ALTERNATIVES:
@@ -373,20 +494,34 @@ def alternatives(store: Store, workdir: Path, args: argparse.Namespace) -> dict[
                 compressors=[BloscCodec(cname=cname, clevel=level, shuffle=shuffle)],
             )
             arr[...] = photo
-            arrays.append(zarr.open_array(base / str(i), mode="r"))
+            reader = ChunkReader(zarr.open_array(base / str(i), mode="r"))
+            arrays.append((reader, tuple(slice(0, n) for n in photo.shape)))
         out[name] = {
             "bytes_vs_raw": disk_bytes(base) / sum(p.nbytes for p in photos),
-            "image_per_s": rate(arrays, lambda a: a[...], args.seconds, 2),
+            "image_per_s": rate(arrays, lambda it: it[0].read(it[1]), args.seconds, 2),
         }
     return out
 
 
 # -- report -----------------------------------------------------------------------------------
+def peer_ratios(patch: dict[str, float], slices: dict[str, float]) -> dict[str, float]:
+    """The store against TensorStore reading the same arrays, where it is installed."""
+    if "tensorstore" not in patch:
+        return {}
+    return {
+        "ct_patch_vs_tensorstore": patch["store"] / patch["tensorstore"],
+        "ct_patch_direct_vs_tensorstore": patch["store_reader_direct"] / patch["tensorstore"],
+        "ct_slice_vs_tensorstore": slices["store"] / slices["tensorstore"],
+        "ct_slice_direct_vs_tensorstore": slices["store_reader_direct"] / slices["tensorstore"],
+    }
+
+
 def goals(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
     wanted = {  # key: (goal, higher is better)
         "ct_patch_vs_nifti": (10.0, True),
         "ct_patch_vs_dicom": (5.0, True),
         "ct_patch_vs_npy": (0.5, True),
+        "ct_slice_vs_dicom": (1.0, True),
         "fundus_vs_jpeg": (3.0, True),
         "store_bytes_vs_raw": (0.5, False),
     }
@@ -438,7 +573,7 @@ def main() -> None:
         ct_shape, ct_chunks = first.shape, first.chunks
         shapes = [store.image_array(FUNDUS, c).shape for c in store.case_ids(FUNDUS)]
         timings["setup"] = time.perf_counter() - started
-        patch = timed("ct_patches", ct_patches, store, copies, args)
+        patch = timed("ct_patches", ct_patches, store, copies, workdir, args)
         report(f"CT {args.patch}^3 patches (samples/s)", patch)
         slices = timed("ct_slices", ct_slices, store, copies, args)
         report("CT axial slices (samples/s)", slices)
@@ -474,7 +609,11 @@ def main() -> None:
         "ct_patch_vs_npy": patch["store"] / patch["npy"],
         "ct_patch_cached_vs_npy": patch["store_cached"] / patch["npy"],
         "ct_patch_cached_vs_nifti": patch["store_cached"] / patch["nifti"],
+        "ct_patch_vs_monai_persistent": patch["store"] / patch["monai_persistent"],
+        "ct_patch_cached_vs_monai_cache": patch["store_cached"] / patch["monai_cache"],
+        "ct_patch_direct_vs_zarr": patch["store_reader_direct"] / patch["store_reader_zarr"],
         "ct_slice_vs_dicom": slices["store"] / slices["dicom"],
+        "ct_slice_direct_vs_zarr": slices["store_reader_direct"] / slices["store_reader_zarr"],
         "ct_slice_cached_vs_dicom": slices["store_cached"] / slices["dicom"],
         "ct_slice_slab_shuffled_vs_dicom": slices["store_slab_shuffled"] / slices["dicom"],
         "ct_slice_vs_npy": slices["store"] / slices["npy"],
@@ -482,6 +621,8 @@ def main() -> None:
         "fundus_cached_vs_jpeg": photos["store_cached"] / photos["jpeg_png"],
         "fundus_vs_jpeg_only": photos["store"] / photos["jpeg_only"],
         "fundus_uint8_vs_jpeg_uint8": photos["store_uint8"] / photos["jpeg_png_uint8"],
+        "fundus_direct_vs_zarr": photos["store_uint8"] / photos["store_uint8_zarr"],
+        **peer_ratios(patch, slices),
         "store_bytes_vs_raw": size["store_bytes_vs_raw"],
         "ct_patch_per_s": patch,
         "ct_slice_per_s": slices,

@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader
 from mbc_lib.data import CTPatchDataset, CTSliceDataset, FundusDataset, GroupShuffleSampler
 from mbc_lib.errors import MbcError
 from mbc_lib.sample.store import build_sample_store
+from mbc_lib.store.chunk_reader import ChunkReader
 from mbc_lib.store.reader import open_store
 
 CT, FUNDUS = "ct-covid", "fundus-glaucoma"
@@ -227,23 +228,40 @@ def test_datasets_pickle_without_open_handles_or_cached_data(store):
 
 
 # -- cache ------------------------------------------------------------------------------------
+def test_uncached_slice_decodes_only_its_own_voxels(store, monkeypatch):
+    decoded = []
+    real = ChunkReader._decode
+
+    def counting(self, frame, out):
+        decoded.append(out.nbytes)
+        return real(self, frame, out)
+
+    monkeypatch.setattr(ChunkReader, "_decode", counting)
+    ds = CTSliceDataset(store)
+    sample = ds[5]
+    rows, cols = sample["image"].shape[1:]
+    array = store.image_array(CT, sample["case_id"])
+    assert array.shards is not None and array.chunks[0] == 1  # thin inner chunks in shards
+    assert sum(decoded) == rows * cols * (2 + 1)  # int16 image, uint8 labels: nothing more
+
+
 def test_slice_reads_only_the_chunks_holding_it(store):
     ds = CTSliceDataset(store, cache_bytes=1 << 26)
     sample = ds[20]
-    image = store.image_array(CT, sample["case_id"])
-    depth, rows, cols = image.chunks
+    image = ChunkReader(store.image_array(CT, sample["case_id"]))
+    depth, rows, cols = image.blocks  # a shard's depth of inner chunks
     info = ds.cache_info()
-    assert (info.misses, info.chunks) == (2, 2)  # one image chunk, one label chunk
+    assert (info.misses, info.chunks) == (2, 2)  # one image block, one label block
     assert info.bytes == depth * rows * cols * (2 + 1)  # int16 image, uint8 labels
-    ds[21]  # the same chunks
+    ds[21]  # the same blocks
     assert ds.cache_info().hits == 2 and ds.cache_info().misses == 2
 
 
 def test_cache_never_exceeds_its_budget_and_serves_hits(store):
     uncached = CTPatchDataset(store, patch_size=(16, 32, 32), samples_per_case=8, seed=3)
-    # a case is two int16 image chunks (16x64x64: 131 kB each) and two label chunks (65 kB):
-    # the budget holds two image chunks, or one and both labels, never a whole case, so
-    # chunks are evicted and read again all the time
+    # a case is two int16 image blocks (16x64x64: 131 kB each) and two label blocks (65 kB):
+    # the budget holds two image blocks, or one and both labels, never a whole case, so
+    # blocks are evicted and read again all the time
     budget = 300_000
     cached = CTPatchDataset(
         store, patch_size=(16, 32, 32), samples_per_case=8, seed=3, cache_bytes=budget
@@ -271,7 +289,7 @@ def test_cache_never_exceeds_its_budget_and_serves_hits(store):
 
 
 def test_slab_grouped_order_decodes_each_chunk_once_per_epoch(store):
-    depth, rows, cols = store.image_array(CT, store.case_ids(CT)[0]).chunks
+    depth, rows, cols = ChunkReader(store.image_array(CT, store.case_ids(CT)[0])).blocks
     ds = CTSliceDataset(store, cache_bytes=depth * rows * cols * 3)  # one slab: image + labels
     groups = ds.slab_groups()
     assert sorted(i for g in groups for i in g) == list(range(len(ds)))

@@ -1,8 +1,8 @@
 """An in-memory LRU of decoded zarr chunks under a byte budget, one per process.
 
 Regions are read through :meth:`ChunkCache.read`: chunks already decoded are copied from
-memory, the missing ones are read from the store in one zarr call (zarr decodes them
-concurrently) and kept. Chunks, not whole volumes, are the unit because a 2D slice or a 3D
+memory, the missing ones are read from the store (:class:`~mbc_lib.store.chunk_reader.ChunkReader`)
+and kept. Chunks, not whole volumes, are the unit because a 2D slice or a 3D
 patch touches only a few chunks of a case, and a budget smaller than one volume still helps.
 """
 
@@ -17,9 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import zarr
 
-from ..store.single_chunk import read_whole
+from ..store.chunk_reader import ChunkReader
 
 Region = tuple[slice, ...]
 
@@ -113,63 +112,35 @@ class ChunkCache:
             self._chunks[key] = chunk
             self._bytes += chunk.nbytes
 
-    def read(self, array: zarr.Array, key: Hashable, region: Region) -> np.ndarray:
-        """``array[region]`` (``region``: one slice with explicit bounds per dimension).
+    def read(self, reader: ChunkReader, key: Hashable, region: Region) -> np.ndarray:
+        """``reader``'s array at ``region`` (one slice with explicit bounds per dimension).
 
-        ``key`` names the array in the cache, e.g. ``(dataset, case_id, "image")``.
+        ``key`` names the array in the cache, e.g. ``(dataset, case_id, "image")``; the cache
+        holds the reader's blocks (:attr:`ChunkReader.blocks`).
         """
         if not self.enabled:
-            if _is_whole(array, region):
-                return read_whole(array)
-            return np.asarray(array[region])
+            return reader.read(region)
         self._own()
         grid = [
             range(s.start // c, (s.stop - 1) // c + 1)
-            for s, c in zip(region, array.chunks, strict=True)
+            for s, c in zip(region, reader.blocks, strict=True)
         ]
         coords = list(itertools.product(*grid))
         found = self._lookup([(key, c) for c in coords])
         chunks = {c: found[(key, c)] for c in coords if (key, c) in found}
         missing = [c for c in coords if c not in chunks]
         if missing:
-            chunks.update(self._fetch(array, key, missing))
-        out = np.empty(tuple(s.stop - s.start for s in region), dtype=array.dtype)
+            for coord, chunk in reader.read_blocks(missing).items():
+                chunk.flags.writeable = False
+                self._store((key, coord), chunk)
+                chunks[coord] = chunk
+        out = np.empty(tuple(s.stop - s.start for s in region), dtype=reader.dtype)
         for coord, chunk in chunks.items():
             src, dst = [], []
-            for axis, (s, c, i) in enumerate(zip(region, array.chunks, coord, strict=True)):
+            for axis, (s, c, i) in enumerate(zip(region, reader.blocks, coord, strict=True)):
                 lo = max(s.start, i * c)
                 hi = min(s.stop, i * c + chunk.shape[axis])
                 src.append(slice(lo - i * c, hi - i * c))
                 dst.append(slice(lo - s.start, hi - s.start))
             out[tuple(dst)] = chunk[tuple(src)]
         return out
-
-    def _fetch(
-        self, array: zarr.Array, key: Hashable, missing: list[tuple[int, ...]]
-    ) -> dict[tuple[int, ...], np.ndarray]:
-        """Read the chunk-aligned box around ``missing`` in one call; keep its chunks."""
-        lo = [min(c[d] for c in missing) for d in range(array.ndim)]
-        hi = [max(c[d] for c in missing) for d in range(array.ndim)]
-        box = tuple(
-            slice(a * c, min((b + 1) * c, n))
-            for a, b, c, n in zip(lo, hi, array.chunks, array.shape, strict=True)
-        )
-        data = read_whole(array) if _is_whole(array, box) else np.asarray(array[box])
-        wanted = set(missing)
-        fetched = {}
-        for coord in itertools.product(*(range(a, b + 1) for a, b in zip(lo, hi, strict=True))):
-            if coord not in wanted:
-                continue
-            part = tuple(
-                slice(i * c - s.start, min((i + 1) * c, s.stop) - s.start)
-                for i, c, s in zip(coord, array.chunks, box, strict=True)
-            )
-            chunk = data[part].copy() if len(wanted) > 1 else data
-            chunk.flags.writeable = False
-            self._store((key, coord), chunk)
-            fetched[coord] = chunk
-        return fetched
-
-
-def _is_whole(array: zarr.Array, region: Region) -> bool:
-    return all(s.start == 0 and s.stop == n for s, n in zip(region, array.shape, strict=True))

@@ -126,7 +126,7 @@ class CTSliceDataset(_CTDataset):
         """
         groups = []
         for case, case_id in enumerate(self._case_ids):
-            depth = self._image(case_id).chunks[0]
+            depth = self._image(case_id).blocks[0]
             first, stop = int(self._offsets[case]), int(self._offsets[case + 1])
             groups += [list(range(z, min(z + depth, stop))) for z in range(first, stop, depth)]
         return groups
@@ -214,7 +214,7 @@ class CTPatchDataset(_CTDataset):
             raise IndexError(f"patch index {index} out of range for {len(self)} patches")
         case_id = self._case_ids[index // self.samples_per_case]
         array = self._image(case_id)
-        chunks = array.chunks if self.chunk_aligned else None
+        chunks = array.blocks if self.chunk_aligned else None
         rng = patch_rng(self.seed, self.epoch, index)
         z, y, x = patch_start(array.shape, self.patch_size, rng, chunks)
         return case_id, (z, y, x)

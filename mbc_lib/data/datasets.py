@@ -8,10 +8,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
-import zarr
 from torch.utils.data import Dataset
 
 from ..errors import MbcError
+from ..store.chunk_reader import ChunkReader
 from ..store.reader import Store, open_store
 from .cache import CacheInfo, ChunkCache, Region
 
@@ -75,7 +75,7 @@ class StoreDataset(Dataset):
         self.query = query
         self.transform = transform
         self.cache = ChunkCache(cache_bytes)
-        self._arrays: dict[tuple[str, str], zarr.Array | None] = {}
+        self._arrays: dict[tuple[str, str], ChunkReader | None] = {}
         self._pid = os.getpid()
 
     def __repr__(self) -> str:
@@ -96,18 +96,20 @@ class StoreDataset(Dataset):
         """Hits and misses (in chunks) and bytes of this process's cache."""
         return self.cache.cache_info()
 
-    def _array(self, case_id: str, part: str) -> zarr.Array | None:
+    def _array(self, case_id: str, part: str) -> ChunkReader | None:
+        """The reader of the case's ``"image"`` or ``"labels"`` (None: no labels)."""
         if self._pid != os.getpid():  # forked worker: open our own handles
             self._arrays, self._pid = {}, os.getpid()
         key = (case_id, part)
         if key not in self._arrays:
             if part == "image":
-                self._arrays[key] = self.store.image_array(self.dataset, case_id)
+                array = self.store.image_array(self.dataset, case_id)
             else:
-                self._arrays[key] = self.store.labels_array(self.dataset, case_id)
+                array = self.store.labels_array(self.dataset, case_id)
+            self._arrays[key] = None if array is None else ChunkReader(array)
         return self._arrays[key]
 
-    def _image(self, case_id: str) -> zarr.Array:
+    def _image(self, case_id: str) -> ChunkReader:
         array = self._array(case_id, "image")
         if array is None:  # the store always has an image per case
             raise MbcError(f"case {case_id!r} has no image")

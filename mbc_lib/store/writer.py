@@ -21,14 +21,21 @@ from ..manifests import Manifest
 from . import layout, ngff
 from .checksum import case_checksum
 
-#: Chosen by measurement (benchmarks/chunking.py, docs/benchmarks.md): a good compromise
-#: between whole-slice and 96^3-patch reads of int16 CT.
-CT_CHUNKS = (16, 128, 128)
+#: CT layout, chosen by measurement (benchmarks/loader.py, docs/benchmarks.md): one shard file
+#: per slab of ``CT_SHARD[0]`` slices (at most ``CT_SHARD`` voxels), decoded in inner chunks one
+#: slice thick, so that an axial slice decodes exactly what it uses (16 x 128 x 128 chunks
+#: decoded sixteen times as much) and a random 96^3 patch about three times its voxels.
+CT_CHUNKS = (1, 128, 128)
+CT_SHARD = (16, 512, 512)
 PYRAMID_LEVELS = 3
-#: Also by measurement (benchmarks/loader.py): zstd with bit shuffle halves int16 CT; for
-#: 8-bit photographs lz4 without shuffle decodes about twice as fast as zstd, which is what
-#: keeps reading a photograph from the store well ahead of decoding its JPEG.
+#: Also by measurement: zstd with bit shuffle keeps int16 CT below half its raw size (lz4hc
+#: decodes 1.2 times as fast but is 4 % larger, which takes the store past half of raw);
+#: labels (uint8, mostly constant) take lz4 without shuffle. For 8-bit photographs lz4 without
+#: shuffle decodes about twice as fast as zstd, which is what keeps reading a photograph from
+#: the store well ahead of decoding its JPEG.
 _COMPRESSORS = {
+    "ct-volume": (BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle"),),
+    "ct-labels": (BloscCodec(cname="lz4", clevel=5, shuffle="noshuffle"),),
     "fundus": (BloscCodec(cname="lz4", clevel=5, shuffle="noshuffle"),),
     "default": (BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle"),),
 }
@@ -53,12 +60,25 @@ class CaseData:
         return case_checksum(self.image, self.labels)
 
 
-def _chunks(kind: str, shape: tuple[int, ...], dims: tuple[str, ...]) -> tuple[int, ...]:
+def _layout(
+    kind: str, shape: tuple[int, ...], dims: tuple[str, ...]
+) -> tuple[tuple[int, ...], tuple[int, ...] | None]:
+    """(chunks, shards or None) of one pyramid level."""
     if kind == "ct-volume":
-        return tuple(min(c, n) for c, n in zip(CT_CHUNKS, shape, strict=True))
+        chunks = tuple(min(c, n) for c, n in zip(CT_CHUNKS, shape, strict=True))
+        shards = tuple(
+            c * min(-(-n // c), s // c) for c, n, s in zip(chunks, shape, CT_SHARD, strict=True)
+        )
+        return chunks, shards
     if kind == "fundus":
-        return tuple(shape)  # a photograph is always read whole
-    return tuple(1 if d == "t" else min(n, 512) for n, d in zip(shape, dims, strict=True))
+        return tuple(shape), None  # a photograph is always read whole
+    return tuple(1 if d == "t" else min(n, 512) for n, d in zip(shape, dims, strict=True)), None
+
+
+def _compressors(kind: str, labels: bool) -> tuple[BloscCodec, ...]:
+    if kind == "ct-volume" and labels:
+        return _COMPRESSORS["ct-labels"]
+    return _COMPRESSORS.get(kind, _COMPRESSORS["default"])
 
 
 def _make_writable(path: Path) -> None:
@@ -212,13 +232,14 @@ class StoreWriter:
         for index in range(len(factors)):
             if index:
                 level = ngff.downsample(level, case.dims, 2, labels)
-            chunks = _chunks(case.kind, level.shape, case.dims)
+            chunks, shards = _layout(case.kind, level.shape, case.dims)
             arr = group.create_array(
                 str(index),
                 shape=level.shape,
                 dtype=level.dtype,
                 chunks=chunks,
-                compressors=_COMPRESSORS.get(case.kind, _COMPRESSORS["default"]),
+                shards=shards,
+                compressors=_compressors(case.kind, labels),
                 dimension_names=case.dims,
                 fill_value=0,
             )
