@@ -55,6 +55,7 @@ from mbc_lib.data import CTPatchDataset, CTSliceDataset, FundusDataset, GroupShu
 from mbc_lib.sample.store import build_sample_store
 from mbc_lib.store.chunk_reader import ChunkReader
 from mbc_lib.store.reader import Store, open_store
+from mbc_lib.store.writer import ct_layout
 
 try:  # a peer reader of the same Zarr arrays (pip install tensorstore; `mbc[bench]`)
     import tensorstore
@@ -128,7 +129,20 @@ def array_path(array: zarr.Array) -> Path:
     return Path(array.store.root) / array.path
 
 
-def tensorstore_reader(array: zarr.Array) -> Callable[[tuple[slice, ...]], np.ndarray]:
+RegionRead = Callable[[tuple[slice, ...]], np.ndarray]
+
+
+def direct_reader(array: zarr.Array) -> RegionRead:
+    """Region reads by ``ChunkReader`` (what the datasets use)."""
+    return ChunkReader(array).read
+
+
+def zarr_reader(array: zarr.Array) -> RegionRead:
+    """Region reads by zarr-python's own path."""
+    return lambda region: np.asarray(array[region])
+
+
+def tensorstore_reader(array: zarr.Array) -> RegionRead:
     """Region reads of the same array files through TensorStore (its defaults: no cache)."""
     spec = {"driver": "zarr3", "kvstore": {"driver": "file", "path": str(array_path(array))}}
     handle = tensorstore.open(spec, read=True).result()
@@ -136,18 +150,32 @@ def tensorstore_reader(array: zarr.Array) -> Callable[[tuple[slice, ...]], np.nd
 
 
 class PerCase:
-    """One reader per case and part, made on first use."""
+    """Image and label tensors of CT regions through one kind of reader, one per array."""
 
-    def __init__(self, store: Store, dataset: str, make: Callable[[zarr.Array], Any]) -> None:
-        self.store, self.dataset, self.make = store, dataset, make
-        self._readers: dict[tuple[str, str], Any] = {}
+    def __init__(self, store: Store, make: Callable[[zarr.Array], RegionRead]) -> None:
+        self.store, self.make = store, make
+        self._readers: dict[tuple[str, str], RegionRead] = {}
+        self._shapes: dict[str, tuple[int, ...]] = {}
 
-    def __call__(self, case_id: str, part: str) -> Any:
+    def _read(self, case_id: str, part: str, region: tuple[slice, ...]) -> np.ndarray:
         key = (case_id, part)
         if key not in self._readers:
             get = self.store.image_array if part == "image" else self.store.labels_array
-            self._readers[key] = self.make(get(self.dataset, case_id))
-        return self._readers[key]
+            array = get(CT, case_id)
+            self._shapes[case_id] = tuple(array.shape)
+            self._readers[key] = self.make(array)
+        return self._readers[key](region)
+
+    def patch(self, case_id: str, region: tuple[slice, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+        image = self._read(case_id, "image", region)
+        return image_tensor(image), label_tensor(self._read(case_id, "labels", region))
+
+    def plane(self, case_id: str, z: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if case_id not in self._shapes:
+            self._shapes[case_id] = tuple(self.store.image_array(CT, case_id).shape)
+        region = axial(self._shapes[case_id], z)
+        image = self._read(case_id, "image", region)[0]
+        return image_tensor(image), label_tensor(self._read(case_id, "labels", region)[0])
 
 
 # -- copies of the same cases -----------------------------------------------------------------
@@ -271,19 +299,7 @@ def ct_patches(
     fill["monai_cache_fill_s"] = time.perf_counter() - start
     by_case = [case_ids.index(c) for c, _ in where]
 
-    direct = PerCase(store, CT, ChunkReader)
-    zarr_arrays = PerCase(store, CT, lambda a: a)
-
-    def read_with(readers: PerCase) -> Callable[[tuple], Any]:
-        def read(item: tuple) -> Any:
-            case_id, region = item
-            image = readers(case_id, "image")
-            label = readers(case_id, "labels")
-            if isinstance(image, ChunkReader):
-                return image_tensor(image.read(region)), label_tensor(label.read(region))
-            return image_tensor(image[region]), label_tensor(label[region])
-
-        return read
+    direct, through_zarr = PerCase(store, direct_reader), PerCase(store, zarr_reader)
 
     cached = dataset(cache_bytes=CACHE_BYTES)
     for i in range(len(cached)):  # epoch 0 fills the cache
@@ -295,8 +311,8 @@ def ct_patches(
         "store": rate(order, plain.__getitem__, args.seconds),
         "store_chunk_aligned": rate(order, aligned.__getitem__, args.seconds),
         "store_cached": rate(order, cached.__getitem__, args.seconds),
-        "store_reader_direct": rate(regions, read_with(direct), args.seconds),
-        "store_reader_zarr": rate(regions, read_with(zarr_arrays), args.seconds),
+        "store_reader_direct": rate(regions, lambda it: direct.patch(*it), args.seconds),
+        "store_reader_zarr": rate(regions, lambda it: through_zarr.patch(*it), args.seconds),
         "npy": rate(regions, npy, args.seconds),
         "nifti": rate(regions, nifti, args.seconds),
         "monai_persistent": rate(by_case, persistent.__getitem__, args.seconds),
@@ -305,15 +321,8 @@ def ct_patches(
     }
     del in_memory
     if tensorstore is not None:
-        peer = PerCase(store, CT, tensorstore_reader)
-        results["tensorstore"] = rate(
-            regions,
-            lambda it: (
-                image_tensor(peer(it[0], "image")(it[1])),
-                label_tensor(peer(it[0], "labels")(it[1])),
-            ),
-            args.seconds,
-        )
+        peer = PerCase(store, tensorstore_reader)
+        results["tensorstore"] = rate(regions, lambda it: peer.patch(*it), args.seconds)
     results.update(fill)
     after = cached.cache_info()
     hits, misses = after.hits - before.hits, after.misses - before.misses
@@ -342,43 +351,25 @@ def ct_slices(store: Store, copies: dict, args: argparse.Namespace) -> dict[str,
     cached = CTSliceDataset(store, CT, cache_bytes=CACHE_BYTES)
     for i in range(len(cached)):
         cached[i]
-    first_id = str(plain.catalog["case_id"].iloc[0])
-    first = store.image_array(CT, first_id)
+    first = store.image_array(CT, str(plain.catalog["case_id"].iloc[0]))
     depth = ChunkReader(first).blocks[0]  # what the cache holds: a shard's depth of slices
     slab_bytes = depth * first.shape[1] * first.shape[2] * 3  # int16 + uint8
     grouped = CTSliceDataset(store, CT, cache_bytes=args.window * slab_bytes)
     sampler = GroupShuffleSampler(grouped.slab_groups(), window=args.window, seed=args.seed)
 
-    def plane(case_id: str, z: int) -> tuple[slice, ...]:
-        return axial(direct(case_id, "image").shape, z)
-
-    direct, zarr_arrays = PerCase(store, CT, ChunkReader), PerCase(store, CT, lambda a: a)
-
-    def read_with(readers: Callable[[str, str], Any]) -> Callable[[tuple], Any]:
-        def read(item: tuple) -> Any:
-            case_id, z = item
-            region = plane(case_id, z)
-            image, label = readers(case_id, "image"), readers(case_id, "labels")
-            if isinstance(image, ChunkReader):
-                return image_tensor(image.read(region)[0]), label_tensor(label.read(region)[0])
-            if callable(image):  # TensorStore
-                return image_tensor(image(region)[0]), label_tensor(label(region)[0])
-            return image_tensor(image[region][0]), label_tensor(label[region][0])
-
-        return read
-
+    direct, through_zarr = PerCase(store, direct_reader), PerCase(store, zarr_reader)
     results = {
         "store": rate(order, plain.__getitem__, args.seconds),
         "store_slab_shuffled": rate(list(sampler)[:n], grouped.__getitem__, args.seconds),
         "store_cached": rate(order, cached.__getitem__, args.seconds),
-        "store_reader_direct": rate(where, read_with(direct), args.seconds),
-        "store_reader_zarr": rate(where, read_with(zarr_arrays), args.seconds),
+        "store_reader_direct": rate(where, lambda it: direct.plane(*it), args.seconds),
+        "store_reader_zarr": rate(where, lambda it: through_zarr.plane(*it), args.seconds),
         "npy": rate(where, npy, args.seconds),
         "dicom": rate(where, dicom, args.seconds),
     }
     if tensorstore is not None:
-        peer = PerCase(store, CT, tensorstore_reader)
-        results["tensorstore"] = rate(where, read_with(peer), args.seconds)
+        peer = PerCase(store, tensorstore_reader)
+        results["tensorstore"] = rate(where, lambda it: peer.plane(*it), args.seconds)
     return results
 
 
@@ -454,12 +445,13 @@ def alternatives(store: Store, workdir: Path, args: argparse.Namespace) -> dict[
         for i, volume in enumerate(volumes):
             codec = BloscCodec(cname=cname, clevel=3 if cname == "zstd" else 5, shuffle=shuffle)
             path = workdir / "alt" / name.replace(" ", "_") / str(i)
+            inner, shards = ct_layout(volume.shape, chunks, shard)
             arr = zarr.create_array(
                 path,
                 shape=volume.shape,
                 dtype=volume.dtype,
-                chunks=tuple(min(c, n) for c, n in zip(chunks, volume.shape, strict=True)),
-                shards=shard,
+                chunks=inner,
+                shards=shards,
                 compressors=[codec],
                 zarr_format=3,
             )

@@ -9,6 +9,7 @@ transforms (``Spacingd``, ``Orientationd``) and ``SaveImage`` work on them as on
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -92,18 +93,10 @@ class CTSliceDataset(_CTDataset):
     is the slice normal (a slice is a volume one voxel deep).
     """
 
-    def __init__(
-        self,
-        store: StoreLike = None,
-        dataset: str = "ct-covid",
-        split: str | None = None,
-        query: str | None = None,
-        transform: Transform | None = None,
-        cache_bytes: int = 0,
-        hu_window: tuple[float, float] | None = None,
-    ) -> None:
-        super().__init__(store, dataset, split, query, transform, cache_bytes, hu_window)
-        self._offsets = np.cumsum([0] + [shape[0] for shape in self.shapes])
+    @cached_property
+    def _offsets(self) -> np.ndarray:
+        """The item index of each case's first slice, and the total."""
+        return np.cumsum([0] + [shape[0] for shape in self.shapes])
 
     def __len__(self) -> int:
         return int(self._offsets[-1])

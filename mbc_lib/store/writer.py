@@ -60,16 +60,28 @@ class CaseData:
         return case_checksum(self.image, self.labels)
 
 
+def ct_layout(
+    shape: tuple[int, ...],
+    chunks: tuple[int, ...] = CT_CHUNKS,
+    shard: tuple[int, ...] | None = CT_SHARD,
+) -> tuple[tuple[int, ...], tuple[int, ...] | None]:
+    """(inner chunks, shards) of a CT array of ``shape``: both cut to the array, shards a whole
+    number of inner chunks; ``shard=None`` gives regular chunks."""
+    chunks = tuple(min(c, n) for c, n in zip(chunks, shape, strict=True))
+    if shard is None:
+        return chunks, None
+    shards = tuple(
+        c * min(-(-n // c), s // c) for c, n, s in zip(chunks, shape, shard, strict=True)
+    )
+    return chunks, shards
+
+
 def _layout(
     kind: str, shape: tuple[int, ...], dims: tuple[str, ...]
 ) -> tuple[tuple[int, ...], tuple[int, ...] | None]:
     """(chunks, shards or None) of one pyramid level."""
     if kind == "ct-volume":
-        chunks = tuple(min(c, n) for c, n in zip(CT_CHUNKS, shape, strict=True))
-        shards = tuple(
-            c * min(-(-n // c), s // c) for c, n, s in zip(chunks, shape, CT_SHARD, strict=True)
-        )
-        return chunks, shards
+        return ct_layout(shape)
     if kind == "fundus":
         return tuple(shape), None  # a photograph is always read whole
     return tuple(1 if d == "t" else min(n, 512) for n, d in zip(shape, dims, strict=True)), None
