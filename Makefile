@@ -12,7 +12,7 @@ APT := $(if $(filter 0,$(shell id -u)),,sudo) env DEBIAN_FRONTEND=noninteractive
 
 .PHONY: venv test lint sample-store bench clean proxy browser demo dicom-tools
 .PHONY: docker-engine wheelhouse base-image images local-images
-.PHONY: ansible-venv ansible-host-image test-ansible
+.PHONY: ansible-venv ansible-host-image test-ansible ansible-ready ansible-checks
 
 # The package itself is (re)linked on every run: a cached venv may have served another clone.
 venv: $(VENV_STAMP)
@@ -32,9 +32,28 @@ lint: venv
 	$(BIN)/ruff format --check mbc_lib tests benchmarks hub
 
 # The hub tests drive a real Docker engine with the local images (built once, then cached).
-test: venv lint proxy browser dicom-tools docker-engine local-images
-	MBC_TEST_IMAGE=$(LOCAL_RESEARCHER) MBC_TEST_HUB_IMAGE=$(LOCAL_HUB) $(BIN)/pytest -q --durations=15
-	$(MAKE) test-ansible
+# pytest and the Ansible checks run side by side: Molecule mostly waits on its hosts' engines,
+# so it takes little from pytest. Its output is kept in $(ANSIBLE_LOG) and printed once pytest
+# is done; either failing fails `make test`. MBC_TEST_SERIAL=1 runs them one after the other.
+# OMP_WAIT_POLICY=PASSIVE: torch's OpenMP threads sleep instead of spinning while they wait, so
+# a training test loses little to Molecule's processes (the results do not change).
+PYTEST := MBC_TEST_IMAGE=$(LOCAL_RESEARCHER) MBC_TEST_HUB_IMAGE=$(LOCAL_HUB) OMP_WAIT_POLICY=PASSIVE \
+	$(BIN)/pytest -q --durations=15
+ANSIBLE_LOG := .cache/test-ansible.log
+test: venv lint proxy browser dicom-tools docker-engine local-images ansible-ready
+ifdef MBC_TEST_SERIAL
+	$(PYTEST)
+	$(MAKE) ansible-checks
+else
+	@mkdir -p .cache; echo "ansible checks started beside pytest (log: $(ANSIBLE_LOG))"
+	@$(MAKE) --no-print-directory ansible-checks >$(ANSIBLE_LOG) 2>&1 & ansible=$$!; \
+	  $(PYTEST); tests=$$?; \
+	  wait $$ansible; checks=$$?; \
+	  echo "== ansible checks ($(ANSIBLE_LOG)), exit $$checks"; cat $(ANSIBLE_LOG); \
+	  [ $$checks -eq 0 ] || echo "make test: the ansible checks failed (exit $$checks)" >&2; \
+	  [ $$tests -eq 0 ] || echo "make test: pytest failed (exit $$tests)" >&2; \
+	  [ $$tests -eq 0 ] && [ $$checks -eq 0 ]
+endif
 
 # The hub's proxy, installed into the project (never globally).
 proxy: $(PROXY)
@@ -163,8 +182,12 @@ ansible-host-image: docker-engine base-image
 	docker build --quiet --build-arg BASE_IMAGE=mbc-base:bookworm -t mbc-ansible-host:bookworm images/ansible-host
 
 # Syntax, ansible-lint's production profile, then Molecule: converge, converge again with no
-# change (idempotence), verify from outside, destroy.
-test-ansible: venv ansible-venv ansible-host-image local-images wheelhouse
+# change (idempotence), verify from outside, destroy. `ansible-ready` makes what they need;
+# `ansible-checks` runs them with nothing to make (`make test` runs it beside pytest).
+ansible-ready: venv ansible-venv ansible-host-image local-images wheelhouse
+test-ansible: ansible-ready
+	$(MAKE) --no-print-directory ansible-checks
+ansible-checks:
 	cd ansible && PATH="$(ANSIBLE_VENV)/bin:$$PATH" ansible-playbook --syntax-check site.yml
 	cd ansible && PATH="$(ANSIBLE_VENV)/bin:$$PATH" ansible-lint --offline --profile production
 	cd ansible && PATH="$(ANSIBLE_VENV)/bin:$$PATH" MBC_PYTHON="$(abspath $(BIN))/python" \
