@@ -113,8 +113,14 @@ def from_loopback(handler: Any) -> bool:
     return is_own_address(peer) and _is_loopback_ip(client)
 
 
-async def _audit_login(authenticator: Any, handler: Any, authentication: dict) -> dict:
-    """post_auth_hook: one audit line per successful login."""
+async def _after_login(authenticator: Any, handler: Any, authentication: dict) -> dict:
+    """post_auth_hook: the course groups of the courses that list the user join the groups
+    the login gave (:mod:`mbc_hub.courses`), then one audit line per successful login."""
+    from .courses import MbcCourses
+
+    courses = MbcCourses(parent=authenticator).groups_for(authentication["name"])
+    if courses:
+        authentication["groups"] = sorted(set(authentication.get("groups") or []) | set(courses))
     AuditLog(parent=authenticator).record(
         "login",
         authentication["name"],
@@ -164,7 +170,7 @@ class DemoAuthenticator(Authenticator):
 
     @default("post_auth_hook")
     def _post_auth_hook_default(self):
-        return _audit_login
+        return _after_login
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -212,7 +218,7 @@ class MbcOAuthenticator(GenericOAuthenticator):
 
     @default("post_auth_hook")
     def _post_auth_hook_default(self):
-        return _audit_login
+        return _after_login
 
     @default("custom_403_message")
     def _custom_403_default(self) -> str:
@@ -222,17 +228,29 @@ class MbcOAuthenticator(GenericOAuthenticator):
             f"(allowed groups: {groups}). Ask your society's data steward for access."
         )
 
+    def course_groups(self) -> set[str]:
+        """The groups of the platform's courses."""
+        from .courses import MbcCourses
+
+        return {c.group for c in MbcCourses(parent=self).course_list()}
+
     def allowed_group_names(self) -> set[str]:
         """Every group whose members may log in."""
-        groups = set(self.allowed_groups) | set(self.admin_groups)
+        groups = set(self.allowed_groups) | set(self.admin_groups) | self.course_groups()
         return groups | self.store_groups() if self.allow_store_groups else groups
 
     async def check_allowed(self, username: str, auth_model: dict | None) -> bool:
+        from .courses import MbcCourses
+
         allowed = super().check_allowed(username, auth_model)
         if isawaitable(allowed):
             allowed = await allowed
         if not allowed and auth_model is not None and self.allow_store_groups:
             allowed = bool(set(auth_model.get("groups") or []) & self.store_groups())
+        if not allowed and auth_model is not None:
+            # a course's members: listed by the course, or in its group at the provider
+            listed = MbcCourses(parent=self).groups_for(username)
+            allowed = bool(listed or set(auth_model.get("groups") or []) & self.course_groups())
         if not allowed and auth_model is not None:
             _audit_refusal(
                 self,

@@ -57,6 +57,7 @@ def mbc_classes() -> list[type[Configurable]]:
     """The classes mbc adds to JupyterHub, each with its settings (the settings reference)."""
     from .audit import AuditLog
     from .auth import DemoAuthenticator, MbcOAuthenticator
+    from .courses import MbcCourses
     from .gpu import GpuAllocator
     from .services import IdleCuller
     from .spawner import (
@@ -83,6 +84,7 @@ def mbc_classes() -> list[type[Configurable]]:
         AuditLog,
         IdleCuller,
         MbcUpload,
+        MbcCourses,
     ]
 
 
@@ -319,6 +321,24 @@ def _add_upload_service(
     c.JupyterHub.custom_scopes = scopes
 
 
+def _add_courses(c: Config, roles: list, store: Any) -> None:
+    """The courses' instructor roles; a course naming a dataset the store lacks is refused."""
+    from .courses import MbcCourses
+
+    courses = MbcCourses(config=c)
+    try:
+        courses.check(store.dataset_groups() if store.present() else None)
+    except ValueError as exc:
+        raise PlatformConfigError(str(exc)) from None
+    taken = {r.get("name") for r in roles}
+    for role in courses.roles():
+        if role["name"] in taken:
+            raise PlatformConfigError(
+                f"MbcCourses.courses: role {role['name']!r} is also set in JupyterHub.load_roles"
+            )
+        roles.append(role)
+
+
 def derive(
     c: Config,
     project_dir: Path,
@@ -390,6 +410,7 @@ def derive(
     Path(platform.data_dir).mkdir(parents=True, exist_ok=True)
     store = MbcStore(config=c)
     _add_upload_service(c, services, roles, upload_service_environment(path, environ), store)
+    _add_courses(c, roles, store)
     hub.services, hub.load_roles = services, roles
     AuditLog(config=c)
 

@@ -23,6 +23,7 @@ from traitlets import Bool, Int, Unicode, default
 from traitlets.config import Configurable
 
 from .audit import AuditLog
+from .courses import Course, MbcCourses
 from .firewall import ensure_host_firewall
 from .gpu import OWNER_LABEL, GpuAllocator, NoGpuFree
 from .homes import copy_notebooks, write_lab_settings
@@ -36,7 +37,7 @@ from .policy import (
     plan_container,
     swarm_specs,
 )
-from .store import MbcStore
+from .store import MbcStore, visible_datasets
 from .traits import AbsolutePath, ContainerPath, ContainerUser, Profile, Profiles, UsernameTemplate
 from .views import build_store_view
 
@@ -101,9 +102,36 @@ class MbcSpawner(Configurable):
         self.audit("refusal", action="spawn", reason=reason, **details)
         return SpawnRefused(reason)
 
+    @property
+    def courses(self) -> MbcCourses:
+        return MbcCourses(parent=self)
+
     def visible(self) -> list[str]:
-        """The datasets of the store this user's groups may read."""
-        return self.store.visible(self.user_groups())
+        """The datasets of the store this user's groups may read: those whose manifest names
+        one of their groups, and the teaching datasets of their courses."""
+        groups = self.user_groups()
+        in_store = self.store.dataset_groups()
+        teaching = self.courses.datasets_for(groups) & set(in_store)
+        return sorted(set(visible_datasets(in_store, groups)) | teaching)
+
+    def server_access_scopes(self) -> list[str]:
+        """Who may open this server (``Spawner.oauth_access_scopes``): its owner, as
+        JupyterHub has it, and the instructors of the owner's courses, whose role holds
+        ``access:servers!group=course-<name>``."""
+        owner = self.user.name
+        scopes = [f"access:servers!server={owner}/{self.name}", f"access:servers!user={owner}"]
+        courses = self.courses.courses_of(self.user_groups())
+        return scopes + [f"access:servers!group={c.group}" for c in courses if c.instructors]
+
+    def get_env(self) -> dict[str, str]:
+        # at each start, so a change of the owner's courses applies to their next server
+        self.oauth_access_scopes = self.server_access_scopes()
+        return super().get_env()  # type: ignore[misc]
+
+    def is_student(self) -> bool:
+        """Whether this user uses the hub as a course's student (:mod:`mbc_hub.courses`)."""
+        research = set(self.store.dataset_groups().values())
+        return self.courses.is_student(self.user.name, self.user_groups(), research)
 
 
 class MbcContainerSpawner(MbcSpawner):
@@ -137,18 +165,22 @@ class MbcContainerSpawner(MbcSpawner):
     on_swarm: ClassVar[bool] = False
 
     def profile_list(self) -> list[Profile]:
+        """The profiles this user may choose: a course's student gets the class profiles."""
+        if self.is_student():
+            return self.courses.student_profiles(self.user_groups())
         return [Profile(**spec) for spec in self.profiles]
 
     def profile(self, name: str) -> Profile:
-        for profile in self.profile_list():
+        profiles = self.profile_list()
+        for profile in profiles:
             if profile.name == name:
                 return profile
-        known = ", ".join(p["name"] for p in self.profiles)
+        known = ", ".join(p.name for p in profiles)
         raise KeyError(f"unknown profile {name!r} (choose one of: {known})")
 
     def chosen_profile(self) -> Profile:
         """The profile in ``user_options`` (from the form or the REST API), else the first."""
-        first = self.profiles[0]["name"]
+        first = self.profile_list()[0].name
         name = (self.user_options or {}).get("profile") or first
         if isinstance(name, list):
             name = name[0] if name else first
@@ -253,13 +285,68 @@ class MbcContainerSpawner(MbcSpawner):
         """The platform network (created internal if missing)."""
         await asyncio.to_thread(ensure_network, self.client, self.network_name, swarm=self.on_swarm)
 
+    #: owners whose course GPU server this hub started (until it stops): a course's share
+    #: counts them besides the database's running servers, so a server between its start and
+    #: its database record is counted too
+    _course_gpu_starting: ClassVar[set[str]] = set()
+
+    def course_gpu_holders(self, course: Course) -> set[str]:
+        """Owners of the servers of ``course``'s students that hold a class GPU profile:
+        running (the hub's database) or starting (this hub)."""
+        from jupyterhub import orm
+
+        gpu_profiles = {p["name"] for p in self.courses.class_profiles if p["gpus"]}
+        students = set(course.students)
+        db = getattr(self.user, "db", None)
+        if db is not None:
+            group = db.query(orm.Group).filter_by(name=course.group).one_or_none()
+            members = [u for u in group.users] if group is not None else []
+            students |= {u.name for u in members if u.name not in course.instructors}
+            running = {
+                f"{u.name}/{sp.name}" if sp.name else u.name
+                for u in members
+                if u.name in students
+                for sp in u._orm_spawners
+                if sp.server is not None and (sp.user_options or {}).get("profile") in gpu_profiles
+            }
+        else:
+            running = set()
+        starting = {o for o in self._course_gpu_starting if o.split("/")[0] in students}
+        return running | starting
+
+    def take_course_gpu(self, profile: Profile) -> bool:
+        """For a student's GPU profile: a place in a course's GPU share, or a refusal when
+        every share of theirs is in use. True where a place was taken (give it back with
+        :meth:`give_back_course_gpu` if the start fails)."""
+        if not profile.gpus or not self.is_student():
+            return False
+        courses = self.courses.gpu_courses(self.user_groups())
+        for course in courses:
+            if len(self.course_gpu_holders(course) - {self.owner}) < course.gpus:
+                self._course_gpu_starting.add(self.owner)
+                return True
+        shares = ", ".join(f"{c.name}: {c.gpus}" for c in courses) or "none"
+        raise self.refuse(
+            f"your course's GPUs are all in use (GPU servers per course: {shares}); "
+            "start the class (CPU) profile or try again later",
+            profile=profile.name,
+        )
+
+    def give_back_course_gpu(self) -> None:
+        self._course_gpu_starting.discard(self.owner)
+
     async def start(self) -> Any:
         profile = self.chosen_profile()
         try:
             await self.prepare_network()
         except PlatformConfigError as exc:
             raise self.refuse(str(exc)) from None
-        gpu = await self.allocate_gpu(profile)
+        self.take_course_gpu(profile)
+        try:
+            gpu = await self.allocate_gpu(profile)
+        except BaseException:
+            self.give_back_course_gpu()
+            raise
         try:
             try:
                 plan = self.make_plan(profile, gpu)
@@ -269,12 +356,14 @@ class MbcContainerSpawner(MbcSpawner):
             result = await super().start()
         except BaseException:
             await self.release_gpu()
+            self.give_back_course_gpu()
             raise
         self.audit("spawn", mode=type(self).__name__, **plan.audit_details())
         return result
 
     async def stop(self, now: bool = False) -> None:
         await super().stop(now=now)
+        self.give_back_course_gpu()
         released = await self.release_gpu()
         self.audit("stop", gpu=released)
 
