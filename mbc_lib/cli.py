@@ -191,6 +191,40 @@ def _cmd_export_nifti(args: argparse.Namespace) -> int:
     return 0
 
 
+def _hub_args(args: argparse.Namespace) -> tuple[str, str]:
+    from .course_material import hub_api
+
+    token = None
+    if args.token_file:
+        from .upload import read_token
+
+        token = read_token(Path(args.token_file))
+    return hub_api(args.url, token)
+
+
+def _cmd_course_publish(args: argparse.Namespace) -> int:
+    from .course_material import send_material
+
+    api, token = _hub_args(args)
+    done = send_material(Path(args.folder), args.course, api, token)
+    what = f"commit {done['commit'][:12]}" if done["commit"] else "no change since the last publish"
+    print(
+        f"course {done['course']}: {len(done['files'])} files published ({what}); "
+        f"{done['solutions_removed']} solution cells left out of the student copy"
+    )
+    return 0
+
+
+def _cmd_course_pull(args: argparse.Namespace) -> int:
+    from .course_material import pull_course
+
+    api, token = _hub_args(args)
+    dest = Path(args.dest or Path.home() / "courses" / args.course).expanduser()
+    pull_course(args.course, dest, api, token)
+    print(f"course {args.course}: material up to date in {dest}")
+    return 0
+
+
 def _splits(text: str) -> tuple[str, ...]:
     return tuple(s.strip() for s in text.split(",") if s.strip())
 
@@ -344,6 +378,29 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--out", required=True, metavar="FILE", help="a .nii.gz path")
     q.add_argument("--labels", action="store_true", help="the case's labels, not its image")
     q.set_defaults(func=_cmd_export_nifti)
+
+    p = sub.add_parser("course", help="a course's material: publish it, pull it")
+    course = p.add_subparsers(dest="course_verb", required=True, metavar="ACTION")
+    hub_help = "the hub's address (default: the hub of the server you run in)"
+    token_help = "a file holding a hub API token (default: your server's own token)"
+    q = course.add_parser(
+        "publish",
+        help="instructors: publish FOLDER as COURSE's material; students get a copy without "
+        "the cells tagged 'solution'",
+    )
+    q.add_argument("course", metavar="COURSE")
+    q.add_argument("folder", metavar="FOLDER")
+    q.add_argument("--url", metavar="URL", help=hub_help)
+    q.add_argument("--token-file", metavar="FILE", help=token_help)
+    q.set_defaults(func=_cmd_course_publish)
+    q = course.add_parser(
+        "pull", help="students: bring COURSE's material into ~/courses/COURSE, keeping your edits"
+    )
+    q.add_argument("course", metavar="COURSE")
+    q.add_argument("--dest", metavar="DIR", help="where (default: ~/courses/COURSE)")
+    q.add_argument("--url", metavar="URL", help=hub_help)
+    q.add_argument("--token-file", metavar="FILE", help=token_help)
+    q.set_defaults(func=_cmd_course_pull)
 
     p = sub.add_parser("catalog", help="print the catalog of a store")
     p.add_argument("store", metavar="STORE")

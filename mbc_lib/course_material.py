@@ -196,3 +196,81 @@ def pull(url: str, dest: Path) -> list[str]:
         return [str(line).rstrip() for line in puller.pull()]
     except subprocess.CalledProcessError as exc:
         raise MaterialError(f"pulling {url} into {dest} failed: {exc}") from None
+
+
+# -- the client side: an instructor's `mbc course publish`, a student's `mbc course pull` ----
+
+
+def _pack(folder: Path) -> bytes:
+    """``folder``'s material (visible files) as a gzipped tar."""
+    import io
+    import tarfile
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for path in _material_files(folder):
+            tar.add(path, arcname=str(path.relative_to(folder)), recursive=False)
+    return buffer.getvalue()
+
+
+def hub_api(url: str | None, token: str | None) -> tuple[str, str]:
+    """The hub API's address and a token: as given (``url`` is the hub's public address),
+    else what a server on the hub has in its environment."""
+    api = f"{url.rstrip('/')}/hub/api" if url else os.environ.get("JUPYTERHUB_API_URL", "")
+    token = token or os.environ.get("JUPYTERHUB_API_TOKEN", "")
+    if not api:
+        raise MaterialError("no hub: give --url (outside a server on the hub)")
+    if not token:
+        raise MaterialError("no token: give --token-file (outside a server on the hub)")
+    return api.rstrip("/"), token
+
+
+def send_material(folder: Path, course: str, api: str, token: str) -> dict:
+    """Publish ``folder`` as course ``course``'s material through the hub; the hub's reply."""
+    import requests
+
+    if not Path(folder).is_dir():
+        raise MaterialError(f"no material folder at {folder}")
+    body = _pack(Path(folder))
+    try:
+        reply = requests.post(
+            f"{api}/mbc/courses/{course}/material",
+            data=body,
+            headers={"Authorization": f"token {token}", "Content-Type": "application/gzip"},
+            timeout=300,
+        )
+    except requests.RequestException as exc:
+        raise MaterialError(f"cannot reach the hub at {api}: {exc}") from None
+    if reply.status_code != 200:
+        try:
+            message = reply.json().get("message") or reply.reason
+        except ValueError:
+            message = reply.reason
+        raise MaterialError(f"the hub refused the material ({reply.status_code}): {message}")
+    return reply.json()
+
+
+def repo_url(api: str, course: str) -> str:
+    """Where the hub serves course ``course``'s repository (beside its API)."""
+    base = api[: -len("/api")] if api.endswith("/api") else api
+    return f"{base}/mbc/courses/{course}.git"
+
+
+def pull_course(course: str, dest: Path, api: str, token: str) -> list[str]:
+    """Pull course ``course``'s material from the hub into ``dest`` (:func:`pull`); the token
+    travels in git's environment, never into ``dest/.git/config``."""
+    header = {
+        "GIT_CONFIG_COUNT": "1",
+        "GIT_CONFIG_KEY_0": "http.extraHeader",
+        "GIT_CONFIG_VALUE_0": f"Authorization: token {token}",
+    }
+    saved = {k: os.environ.get(k) for k in header}
+    os.environ.update(header)
+    try:
+        return pull(repo_url(api, course), dest)
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value

@@ -1,5 +1,5 @@
-"""The audit log: one JSON object per line for each login, spawn, stop, refusal, upload and
-ingest.
+"""The audit log: one JSON object per line for each login, spawn, stop, refusal, upload,
+ingest and course publish.
 
 Lines hold the time (UTC, ISO 8601), the event, the user and details. Secrets never reach the
 file: any detail whose key names a password, token, secret or auth state is dropped.
@@ -19,7 +19,7 @@ from traitlets.config import Configurable
 
 from .traits import AbsolutePath
 
-EVENTS = ("login", "spawn", "stop", "refusal", "upload", "ingest")
+EVENTS = ("login", "spawn", "stop", "refusal", "upload", "ingest", "publish")
 _SECRET_KEY = re.compile(r"pass(word)?|token|secret|auth_state|cookie|api_key", re.IGNORECASE)
 
 

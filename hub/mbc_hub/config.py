@@ -322,7 +322,8 @@ def _add_upload_service(
 
 
 def _add_courses(c: Config, roles: list, store: Any) -> None:
-    """The courses' instructor roles; a course naming a dataset the store lacks is refused."""
+    """The courses' instructor roles, their publishing scopes and the material endpoints; a
+    course naming a dataset the store lacks is refused."""
     from .courses import MbcCourses
 
     courses = MbcCourses(config=c)
@@ -330,6 +331,16 @@ def _add_courses(c: Config, roles: list, store: Any) -> None:
         courses.check(store.dataset_groups() if store.present() else None)
     except ValueError as exc:
         raise PlatformConfigError(str(exc)) from None
+    if courses.courses:
+        c.JupyterHub.custom_scopes = {
+            **(c.JupyterHub.get("custom_scopes") or {}),
+            **courses.custom_scopes(),
+        }
+        from .course_handlers import course_handlers
+
+        c.JupyterHub.extra_handlers = list(c.JupyterHub.get("extra_handlers") or []) + list(
+            course_handlers()
+        )
     taken = {r.get("name") for r in roles}
     for role in courses.roles():
         if role["name"] in taken:

@@ -9,7 +9,8 @@ provider sends), so a course works the same with the demo login and with OIDC.
   then only while fewer than ``gpus`` of its students hold one.
 - **Instructors** get a role per course whose scopes are filtered to the course's group: they
   can see its members' servers and open them to help (``access:servers!group=course-<name>``),
-  and nobody else's.
+  and nobody else's. The role also holds ``custom:mbc:course:<name>``: publishing the course's
+  material (:mod:`mbc_hub.course_handlers`), which their own server's token carries too.
 """
 
 from __future__ import annotations
@@ -61,6 +62,15 @@ CLASS_PROFILES = [
 def course_group(name: str) -> str:
     """The hub group of course ``name``."""
     return f"{GROUP_PREFIX}{name}"
+
+
+#: The custom scope of publishing courses' material; one subscope per course.
+COURSE_SCOPE = "custom:mbc:course"
+
+
+def course_scope(name: str) -> str:
+    """The scope that lets a token publish course ``name``'s material."""
+    return f"{COURSE_SCOPE}:{name}"
 
 
 class Course(HasTraits):
@@ -201,7 +211,7 @@ class MbcCourses(Configurable):
             scopes = [
                 scope if scope == "admin-ui" else f"{scope}!group={group}"
                 for scope in INSTRUCTOR_SCOPES
-            ]
+            ] + [course_scope(course.name)]
             roles.append(
                 {
                     "name": f"{group}-instructors",
@@ -211,6 +221,23 @@ class MbcCourses(Configurable):
                 }
             )
         return roles
+
+    def custom_scopes(self) -> dict[str, dict[str, Any]]:
+        """``JupyterHub.custom_scopes``: publishing each course's material."""
+        scopes = {
+            course_scope(c.name): {"description": f"Publish the material of course {c.name}."}
+            for c in self.course_list()
+        }
+        if scopes:
+            scopes[COURSE_SCOPE] = {
+                "description": "Publish the material of any course.",
+                "subscopes": sorted(scopes),
+            }
+        return scopes
+
+    def instructed(self, username: str) -> list[Course]:
+        """The courses ``username`` teaches."""
+        return [c for c in self.course_list() if username in c.instructors]
 
     def check(self, datasets: Iterable[str] | None) -> None:
         """ValueError naming the course whose teaching dataset the store does not have."""

@@ -23,7 +23,7 @@ from traitlets import Bool, Int, Unicode, default
 from traitlets.config import Configurable
 
 from .audit import AuditLog
-from .courses import Course, MbcCourses
+from .courses import Course, MbcCourses, course_scope
 from .firewall import ensure_host_firewall
 from .gpu import OWNER_LABEL, GpuAllocator, NoGpuFree
 from .homes import copy_notebooks, write_lab_settings
@@ -123,10 +123,24 @@ class MbcSpawner(Configurable):
         courses = self.courses.courses_of(self.user_groups())
         return scopes + [f"access:servers!group={c.group}" for c in courses if c.instructors]
 
+    @default("server_token_scopes")
+    def _server_token_scopes_default(self):
+        def scopes(spawner: Any) -> list[str]:
+            # JupyterHub's 'server' role, and publishing the courses the owner teaches
+            base = ["users:activity!user", "access:servers!server"]
+            taught = spawner.courses.instructed(spawner.user.name)
+            return base + [course_scope(c.name) for c in taught]
+
+        return scopes
+
     def get_env(self) -> dict[str, str]:
         # at each start, so a change of the owner's courses applies to their next server
         self.oauth_access_scopes = self.server_access_scopes()
         return super().get_env()  # type: ignore[misc]
+
+    def course_names(self) -> list[str]:
+        """The courses of this user (as member of their groups)."""
+        return [c.name for c in self.courses.courses_of(self.user_groups())]
 
     def is_student(self) -> bool:
         """Whether this user uses the hub as a course's student (:mod:`mbc_hub.courses`)."""
@@ -410,10 +424,12 @@ class MbcLocalSpawner(MbcSpawner, SimpleLocalProcessSpawner):
         home.mkdir(parents=True, exist_ok=True)
         copied = await asyncio.to_thread(copy_notebooks, Path(self.notebooks_dir), home)
         await asyncio.to_thread(write_lab_settings, home)
+        courses = await asyncio.to_thread(self.pull_courses, home)
         self.environment = {
             **self.environment,
             "MBC_STORE": str(root),
             "MBC_DATASETS": ",".join(datasets),
+            "MBC_COURSES": ",".join(self.course_names()),
         }
         result = await super().start()
         self.audit(
@@ -423,9 +439,33 @@ class MbcLocalSpawner(MbcSpawner, SimpleLocalProcessSpawner):
             store=str(root),
             home=str(home),
             notebooks_copied=[p.name for p in copied],
+            courses=courses,
             gpu=None,
         )
         return result
+
+    def pull_courses(self, home: Path) -> dict[str, str]:
+        """Each course's published material into ``home/courses/<course>`` (nbgitpuller's
+        merge: the student's edits are kept), straight from the repository on this host.
+        A course with nothing published is skipped; a failed pull is logged, not fatal."""
+        from mbc_lib.course_material import MaterialError, pull
+
+        from .course_handlers import material_repo
+
+        done = {}
+        for name in self.course_names():
+            repo = material_repo(self.courses, name)
+            refs = repo / "info" / "refs"  # what each publish writes for plain HTTP
+            if not refs.is_file() or not refs.stat().st_size:
+                done[name] = "nothing published"
+                continue
+            try:
+                pull(repo.as_uri(), home / "courses" / name)
+                done[name] = "pulled"
+            except MaterialError as exc:
+                self.log.warning("course %s: %s", name, exc)
+                done[name] = f"failed: {exc}"
+        return done
 
     async def stop(self, now: bool = False) -> None:
         await super().stop(now=now)

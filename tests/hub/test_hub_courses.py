@@ -5,7 +5,10 @@ an instructor who can open a student's server of their own course and no other."
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 
+import nbformat
 import pytest
 import requests
 import yaml
@@ -15,10 +18,14 @@ from mbc_hub.platform import PlatformConfigError
 from mbc_hub.spawner import MbcDockerSpawner, SpawnRefused
 from traitlets.config import Config
 
+from mbc_lib.course_material import EXERCISE_SOURCE
+
 from .conftest import DEMO_USERS
 from .hub_helpers import HubProcess, auth, login, start_server, user_token, write_users
 from .test_hub_apply import fake_user
 from .test_hub_config import ROOT, load
+
+TUTORIAL = ROOT / "notebooks" / "90_tutorial_for_instructors.ipynb"
 
 #: Two courses on the hub tests' store: ines teaches fundus (dave, erin), frank teaches CT
 #: (gina); the CT course shares one GPU among its students.
@@ -73,8 +80,16 @@ def test_each_course_gives_its_instructors_a_role_filtered_to_its_group(tmp_path
     assert fundus["users"] == ["ines"]
     assert "access:servers!group=course-fundus-101" in fundus["scopes"]
     assert "read:servers!group=course-fundus-101" in fundus["scopes"]
-    # nothing unfiltered but the admin page itself, which lists only what the role may read
-    assert [s for s in fundus["scopes"] if "!" not in s] == ["admin-ui"]
+    # nothing unfiltered but the admin page itself, which lists only what the role may read,
+    # and publishing this course's material
+    assert [s for s in fundus["scopes"] if "!" not in s] == [
+        "admin-ui",
+        "custom:mbc:course:fundus-101",
+    ]
+    assert (
+        "custom:mbc:course:fundus-101"
+        in c.JupyterHub.custom_scopes["custom:mbc:course"]["subscopes"]
+    )
     assert roles["course-ct-201-instructors"]["users"] == ["frank"]
 
 
@@ -232,5 +247,79 @@ def test_an_instructor_opens_a_student_s_server_of_their_course_and_no_other(
         views = hub.data_dir / "views"
         seen = {who: sorted(p.name for p in (views / who).iterdir()) for who in ("dave", "gina")}
         assert seen == {"dave": ["fundus-glaucoma", "zarr.json"], "gina": ["ct-covid", "zarr.json"]}
+    finally:
+        hub.stop()
+
+
+def mbc_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "mbc_lib.cli", *args], capture_output=True, text=True, timeout=120
+    )
+
+
+@pytest.mark.slow
+def test_an_instructor_publishes_and_students_get_the_copy_without_clobbering_their_edits(
+    tmp_path, hub_store, notebooks_dir
+):
+    users = write_users(tmp_path / "demo-users.yaml", COURSE_USERS)
+    hub = HubProcess(
+        tmp_path / "hub",
+        {
+            "MbcPlatform": {"spawner": "local", "authenticator": "demo"},
+            "Spawner": {"start_timeout": 90, "http_timeout": 90},
+            "DemoAuthenticator": {"users_file": str(users)},
+            "MbcStore": {"path": str(hub_store)},
+            "MbcLocalSpawner": {"notebooks_dir": str(notebooks_dir)},
+            "IdleCuller": {"enabled": False},
+            "MbcCourses": {"courses": COURSES},
+        },
+    ).start()
+    try:
+        token_files = {}
+        for name in ("ines", "frank", "dave", "gina"):
+            session, _ = login(hub.url, name, COURSE_USERS[name]["password"])
+            token_files[name] = tmp_path / f"{name}.token"
+            token_files[name].write_text(user_token(session, hub.url, name))
+
+        material = tmp_path / "ines-course"
+        material.mkdir()
+        tutorial = nbformat.read(TUTORIAL, as_version=4)
+        nbformat.write(tutorial, material / TUTORIAL.name)
+
+        def publish(who: str) -> subprocess.CompletedProcess:
+            return mbc_cli("course", "publish", "fundus-101", str(material),
+                           "--url", hub.url, "--token-file", str(token_files[who]))  # fmt: skip
+
+        refused = publish("frank")  # teaches another course
+        assert refused.returncode != 0 and "custom:mbc:course:fundus-101" in refused.stderr
+        assert len(refused.stderr.strip().splitlines()) == 1
+        done = publish("ines")
+        assert done.returncode == 0, done.stderr
+        assert "1 files published" in done.stdout and "7 solution cells left out" in done.stdout
+
+        # dave's server starts with the student copy in ~/courses/fundus-101
+        start_server(hub.url, "dave", token_files["dave"].read_text())
+        home = hub.data_dir / "homes" / "dave" / "courses" / "fundus-101"
+        copy = nbformat.read(home / TUTORIAL.name, as_version=4)
+        assert not any("solution" in c.metadata.get("tags", []) for c in copy.cells)
+        # dave answers the first exercise; ines rewords the notebook's title and publishes
+        first = next(i for i, c in enumerate(copy.cells) if c.source == EXERCISE_SOURCE)
+        copy.cells[first].source = "answer = 'mine'"
+        nbformat.write(copy, home / TUTORIAL.name)
+        tutorial.cells[0].source = "# Tutorial, second edition\n" + tutorial.cells[0].source
+        nbformat.write(tutorial, material / TUTORIAL.name)
+        assert "commit" in publish("ines").stdout
+
+        pulled = mbc_cli("course", "pull", "fundus-101", "--dest", str(home),
+                         "--url", hub.url, "--token-file", str(token_files["dave"]))  # fmt: skip
+        assert pulled.returncode == 0, pulled.stderr
+        after = nbformat.read(home / TUTORIAL.name, as_version=4)
+        assert after.cells[0].source.startswith("# Tutorial, second edition")
+        assert after.cells[first].source == "answer = 'mine'"
+        assert "token" not in (home / ".git" / "config").read_text()
+        # a student of another course gets nothing
+        other = mbc_cli("course", "pull", "fundus-101", "--dest", str(tmp_path / "gina"),
+                        "--url", hub.url, "--token-file", str(token_files["gina"]))  # fmt: skip
+        assert other.returncode != 0 and not (tmp_path / "gina" / TUTORIAL.name).exists()
     finally:
         hub.stop()
