@@ -33,10 +33,10 @@ lint: venv
 	$(BIN)/ruff format --check mbc_lib tests benchmarks hub
 
 # The hub tests drive a real Docker engine with the local images (built once, then cached).
-# Three stages: the hub tests (tests/hub/: the Docker engine's) alone; then the rest of pytest
-# with the Ansible checks beside it. Molecule's hosts are systemd containers whose start-up
-# disturbs other containers starting on the same engine, so it never runs beside the hub tests;
-# beside the rest it mostly waits on its hosts' engines and takes little from pytest. Its output
+# Three stages: the tests that start containers on the Docker engine (marker `docker`) alone;
+# then the rest of pytest with the Ansible checks beside it. Molecule's hosts are systemd
+# containers on the same engine, kept apart from the tests' containers; beside the rest it
+# mostly waits on its hosts' engines and takes little from pytest. Its output
 # is kept in $(ANSIBLE_LOG) and printed once pytest is done; any stage failing fails `make test`.
 # MBC_TEST_SERIAL=1 runs the three one after the other.
 # OMP_WAIT_POLICY=PASSIVE: torch's OpenMP threads sleep instead of spinning while they wait, so
@@ -45,18 +45,18 @@ PYTEST := MBC_TEST_IMAGE=$(LOCAL_RESEARCHER) MBC_TEST_HUB_IMAGE=$(LOCAL_HUB) OMP
 	$(BIN)/pytest -q --durations=10
 ANSIBLE_LOG := .cache/test-ansible.log
 test: venv lint proxy browser dicom-tools docker-engine local-images ansible-ready
-	@mkdir -p .cache; $(PYTEST) tests/hub; hub=$$?; \
+	@mkdir -p .cache; $(PYTEST) -m docker; hub=$$?; \
 	  if [ -n "$(MBC_TEST_SERIAL)" ]; then \
-	    $(PYTEST) --ignore=tests/hub; rest=$$?; \
+	    $(PYTEST) -m 'not docker'; rest=$$?; \
 	    $(MAKE) --no-print-directory ansible-checks 2>&1 | tee $(ANSIBLE_LOG); checks=$${PIPESTATUS[0]}; \
 	  else \
 	    echo "ansible checks started beside pytest (log: $(ANSIBLE_LOG))"; \
 	    $(MAKE) --no-print-directory ansible-checks >$(ANSIBLE_LOG) 2>&1 & ansible=$$!; \
-	    $(PYTEST) --ignore=tests/hub; rest=$$?; \
+	    $(PYTEST) -m 'not docker'; rest=$$?; \
 	    wait $$ansible; checks=$$?; \
 	    echo "== ansible checks ($(ANSIBLE_LOG))"; cat $(ANSIBLE_LOG); \
 	  fi; \
-	  [ $$hub -eq 0 ] || echo "make test: the hub tests failed (pytest exit $$hub)" >&2; \
+	  [ $$hub -eq 0 ] || echo "make test: the Docker tests failed (pytest exit $$hub)" >&2; \
 	  [ $$rest -eq 0 ] || echo "make test: the other tests failed (pytest exit $$rest)" >&2; \
 	  [ $$checks -eq 0 ] || echo "make test: the ansible checks failed (exit $$checks)" >&2; \
 	  [ $$hub -eq 0 ] && [ $$rest -eq 0 ] && [ $$checks -eq 0 ]

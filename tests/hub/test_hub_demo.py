@@ -72,7 +72,7 @@ def test_port_in_use_is_one_clear_line(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("spawner", ["local", "docker"])
+@pytest.mark.parametrize("spawner", ["local", pytest.param("docker", marks=pytest.mark.docker)])
 def test_mbc_demo_serves_the_hub_and_prints_url_and_logins(tmp_path, hub_store, spawner):
     port = free_port()
     platform = tmp_path / "platform.yaml"

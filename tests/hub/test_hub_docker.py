@@ -47,7 +47,7 @@ from .hub_helpers import (
     write_users,
 )
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.docker]
 
 PROFILES = [
     {

@@ -19,7 +19,7 @@ from .conftest import DEMO_USERS, ROOT
 from .docker_helpers import HUB_IMAGE, engine, missing, remove_volumes, require_image, unique
 from .hub_helpers import wait_for, write_users
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.docker]
 
 
 SOCKET = "/var/run/docker.sock"
