@@ -12,7 +12,7 @@ PROXY := .cache/npm/node_modules/.bin/configurable-http-proxy
 APT := $(if $(filter 0,$(shell id -u)),,sudo) env DEBIAN_FRONTEND=noninteractive apt-get
 
 .PHONY: venv test lint sample-store bench clean proxy browser demo dicom-tools
-.PHONY: docker-engine wheelhouse base-image images local-images images-start
+.PHONY: docker-engine wheelhouse base-image images local-images
 .PHONY: ansible-venv ansible-host-image test-ansible ansible-ready ansible-checks
 
 # The package itself is (re)linked on every run: a cached venv may have served another clone.
@@ -34,17 +34,19 @@ lint: venv
 
 # The hub tests drive a real Docker engine with the local images (built once, then cached).
 # Three stages: the tests that start containers on the Docker engine (marker `docker`) alone;
-# then the rest of pytest with the Ansible checks beside it. Molecule's hosts are systemd
-# containers on the same engine, kept apart from the tests' containers; beside the rest it
-# mostly waits on its hosts' engines and takes little from pytest. Its output
+# then the rest of pytest with the Ansible checks beside it. The Docker tests wait on their
+# containers' starts with deadlines, so they do not share the engine with Molecule, which loads
+# gigabytes of images into its hosts; beside the rest, Molecule mostly waits on its hosts'
+# engines and takes little from pytest. Its output
 # is kept in $(ANSIBLE_LOG) and printed once pytest is done; any stage failing fails `make test`.
-# MBC_TEST_SERIAL=1 runs the three one after the other.
+# MBC_TEST_SERIAL=1 runs the three one after the other. (PYTEST is expanded where it is used:
+# the image names are defined further down.)
 # OMP_WAIT_POLICY=PASSIVE: torch's OpenMP threads sleep instead of spinning while they wait, so
 # a training test loses little to Molecule's processes (the results do not change).
-PYTEST := MBC_TEST_IMAGE=$(LOCAL_RESEARCHER) MBC_TEST_HUB_IMAGE=$(LOCAL_HUB) OMP_WAIT_POLICY=PASSIVE \
+PYTEST = MBC_TEST_IMAGE=$(LOCAL_RESEARCHER) MBC_TEST_HUB_IMAGE=$(LOCAL_HUB) OMP_WAIT_POLICY=PASSIVE \
 	$(BIN)/pytest -q --durations=10
 ANSIBLE_LOG := .cache/test-ansible.log
-test: venv lint proxy browser dicom-tools docker-engine local-images ansible-ready images-start
+test: venv lint proxy browser dicom-tools docker-engine local-images ansible-ready
 	@mkdir -p .cache; $(PYTEST) -m docker; hub=$$?; \
 	  if [ -n "$(MBC_TEST_SERIAL)" ]; then \
 	    $(PYTEST) -m 'not docker'; rest=$$?; \
@@ -170,19 +172,6 @@ local-images: docker-engine base-image wheelhouse
 	  MBC_WHEELHOUSE=$(WHEELHOUSE) MBC_RESEARCHER_TAG=$(LOCAL_RESEARCHER) images/build.sh researcher
 	MBC_PIP="$(BIN)/python -m pip" MBC_WHEELHOUSE=$(WHEELHOUSE) MBC_HUB_TAG=$(LOCAL_HUB) \
 	  images/build.sh hub
-
-# Each local image starts a container (`true`), tried every 2 s for up to 3 minutes: here the
-# engine has been seen to refuse every container for a minute or two right after the images
-# were built ("exec: ...: executable file not found"), which failed the first Docker tests.
-images-start: local-images
-	@mkdir -p .cache; for image in $(LOCAL_RESEARCHER) $(LOCAL_HUB); do \
-	  for i in $$(seq 90); do \
-	    if docker run --rm --network none --entrypoint true $$image >/dev/null 2>.cache/images-start.err; then \
-	      echo "$$image starts a container (try $$i)"; break; fi; \
-	    if [ $$i -eq 90 ]; then echo "$$image starts no container: $$(tail -n1 .cache/images-start.err)" >&2; exit 1; fi; \
-	    sleep 2; \
-	  done; \
-	done
 
 # ---- Ansible (ansible/, docs/admin.md) ---------------------------------------------------------
 # Its own venv (the ansible distribution, ansible-lint, Molecule), kept apart from the project's,

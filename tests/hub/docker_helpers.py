@@ -18,8 +18,10 @@ from typing import Any
 
 import pytest
 
-RESEARCHER_IMAGE = os.environ.get("MBC_TEST_IMAGE", "mbc-researcher:local")
-HUB_IMAGE = os.environ.get("MBC_TEST_HUB_IMAGE", "mbc-hub:local")
+# (an empty variable means the default: an empty image name would match every image below and
+# start containers from whatever the engine makes of it)
+RESEARCHER_IMAGE = os.environ.get("MBC_TEST_IMAGE") or "mbc-researcher:local"
+HUB_IMAGE = os.environ.get("MBC_TEST_HUB_IMAGE") or "mbc-hub:local"
 
 
 #: the attribute of a skip raised by :func:`missing`: (what is missing, the detail)
@@ -53,7 +55,7 @@ def engine() -> Any:
 
 
 def require_image(client: Any, image: str = RESEARCHER_IMAGE) -> str:
-    if not client.images(name=image):
+    if not image or not client.images(name=image):
         missing(f"image {image} is not built", "make local-images")
     return image
 
