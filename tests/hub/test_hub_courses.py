@@ -202,12 +202,10 @@ def test_the_course_s_gpu_share_refuses_one_more_student(tmp_path, hub_store):
         hugo.give_back_course_gpu()
 
 
-@pytest.mark.slow
-def test_an_instructor_opens_a_student_s_server_of_their_course_and_no_other(
-    tmp_path, hub_store, notebooks_dir
-):
+def course_hub(tmp_path, hub_store, notebooks_dir) -> HubProcess:
+    """A real hub (local spawner, demo logins of COURSE_USERS) with the two courses."""
     users = write_users(tmp_path / "demo-users.yaml", COURSE_USERS)
-    hub = HubProcess(
+    return HubProcess(
         tmp_path / "hub",
         {
             "MbcPlatform": {"spawner": "local", "authenticator": "demo"},
@@ -219,6 +217,13 @@ def test_an_instructor_opens_a_student_s_server_of_their_course_and_no_other(
             "MbcCourses": {"courses": COURSES},
         },
     ).start()
+
+
+@pytest.mark.slow
+def test_an_instructor_opens_a_student_s_server_of_their_course_and_no_other(
+    tmp_path, hub_store, notebooks_dir
+):
+    hub = course_hub(tmp_path, hub_store, notebooks_dir)
     try:
         tokens = {}
         for name in ("dave", "gina", "ines", "frank"):
@@ -261,19 +266,7 @@ def mbc_cli(*args: str) -> subprocess.CompletedProcess:
 def test_an_instructor_publishes_and_students_get_the_copy_without_clobbering_their_edits(
     tmp_path, hub_store, notebooks_dir
 ):
-    users = write_users(tmp_path / "demo-users.yaml", COURSE_USERS)
-    hub = HubProcess(
-        tmp_path / "hub",
-        {
-            "MbcPlatform": {"spawner": "local", "authenticator": "demo"},
-            "Spawner": {"start_timeout": 90, "http_timeout": 90},
-            "DemoAuthenticator": {"users_file": str(users)},
-            "MbcStore": {"path": str(hub_store)},
-            "MbcLocalSpawner": {"notebooks_dir": str(notebooks_dir)},
-            "IdleCuller": {"enabled": False},
-            "MbcCourses": {"courses": COURSES},
-        },
-    ).start()
+    hub = course_hub(tmp_path, hub_store, notebooks_dir)
     try:
         token_files = {}
         for name in ("ines", "frank", "dave", "gina"):
