@@ -26,22 +26,42 @@ from mbc_lib.errors import MbcError
 from .config import layered_config, proxy_command
 from .platform import PlatformConfigError
 
-#: demo user -> groups (mbc-admins: hub admin)
+#: demo user -> groups (mbc-admins: hub admin); ines teaches the demo course to sam and tess
 DEMO_USERS: dict[str, list[str]] = {
     "alice": ["ophthalmology"],
     "bob": ["radiology"],
     "carol": ["ophthalmology", "radiology", "mbc-admins"],
+    "ines": [],
+    "sam": [],
+    "tess": [],
 }
-DEMO_ROLES = {"alice": "researcher", "bob": "researcher", "carol": "instructor, hub admin"}
+#: the demo's course (docs/instructors.md): the login adds its group to the three of them
+DEMO_COURSE = {
+    "name": "demo-course",
+    "title": "Glaucoma screening (demo course)",
+    "instructors": ["ines"],
+    "students": ["sam", "tess"],
+    "datasets": ["fundus-glaucoma"],
+}
+DEMO_ROLES = {
+    "alice": "researcher",
+    "bob": "researcher",
+    "carol": "researcher, hub admin",
+    "ines": "instructor of demo-course",
+    "sam": "student of demo-course",
+    "tess": "student of demo-course",
+}
 #: the demo's society account: it may fill the sample store's datasets, over HTTP and DICOM
 DEMO_SOCIETY = "demo-society"
 DEMO_PACS = "DEMO-PACS"
-DEMO_UPLOAD = {
+#: what the demo's platform file holds under the settings of the user's own (if any)
+DEMO_PLATFORM = {
     "MbcUpload": {
         "societies": {DEMO_SOCIETY: ["ct-covid", "fundus-glaucoma"]},
         "dicom_port": 11112,
         "dicom_callers": {DEMO_PACS: {"society": DEMO_SOCIETY, "dataset": "ct-covid"}},
-    }
+    },
+    "MbcCourses": {"courses": [DEMO_COURSE]},
 }
 
 
@@ -54,22 +74,28 @@ def project_dir() -> Path:
 
 
 def demo_logins(path: Path) -> dict[str, dict]:
-    """The demo users file: written once with fresh passwords, then reused."""
+    """The demo users file: written once with fresh passwords, then reused; a demo user the
+    file lacks (one a later mbc added) is added with a fresh password, the others kept."""
+    users: dict[str, dict] = {}
     if path.exists():
         data = yaml.safe_load(path.read_text()) or {}
         users = data.get("users") if isinstance(data, dict) else None
-        if isinstance(users, dict) and users:
+        if not isinstance(users, dict) or not users:
+            raise MbcError(f"{path} holds no demo users; remove it and run mbc demo again")
+        if set(DEMO_USERS) <= set(users):
             return users
-        raise MbcError(f"{path} holds no demo users; remove it and run mbc demo again")
-    users = {
-        name: {"password": secrets.token_urlsafe(9), "groups": groups, "admin": False}
-        for name, groups in DEMO_USERS.items()
-    }
+    for name, groups in DEMO_USERS.items():
+        users.setdefault(
+            name, {"password": secrets.token_urlsafe(9), "groups": groups, "admin": False}
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    part = path.with_name(path.name + ".part")
+    part.unlink(missing_ok=True)
+    fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as out:
         out.write("# mbc demo logins: DEMO ONLY (the hub accepts them on loopback only)\n")
         yaml.safe_dump({"users": users}, out, sort_keys=False)
+    part.replace(path)
     return users
 
 
@@ -103,15 +129,28 @@ def check_port_free(url: str, hint: str = "pass --bind HOST:PORT") -> None:
             ) from None
 
 
-def demo_platform_file(data_dir: Path) -> Path:
-    """The demo's platform file (rewritten on each start): the demo society and the DICOM
-    receiver; everything else stays at mbc's defaults."""
+def demo_platform_file(data_dir: Path, own: str | None = None) -> Path:
+    """The demo's platform file (rewritten on each start): the demo society, the DICOM
+    receiver and the demo course, under the settings of the platform file ``own`` (the
+    user's ``MBC_PLATFORM_CONFIG``, whose settings win); everything else at mbc's defaults."""
+    settings = {section: dict(values) for section, values in DEMO_PLATFORM.items()}
+    if own:
+        try:
+            mine = yaml.safe_load(Path(own).read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise MbcError(f"cannot read the platform file {own}: {exc}") from None
+        if not isinstance(mine, dict):
+            raise MbcError(f"{own} is not a platform file (a mapping of classes)")
+        for section, values in mine.items():
+            if isinstance(values, dict):
+                settings[section] = {**settings.get(section, {}), **values}
+            else:
+                settings[section] = values
     path = data_dir / "demo-platform.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(
-        "# written by mbc demo on each start: the demo society and the DICOM receiver\n"
-        + yaml.safe_dump(DEMO_UPLOAD, sort_keys=False)
-    )
+    header = "# written by mbc demo on each start: the demo society, receiver and course"
+    header += f", under {own}\n" if own else "\n"
+    path.write_text(header + yaml.safe_dump(settings, sort_keys=False))
     return path
 
 
@@ -268,8 +307,8 @@ def run_demo(workdir: Path, bind: str, spawner: str) -> int:
         "MBC_DEMO_USERS_FILE": str(users_file),
     }
     user_settings = {"MBC_HUB_API_BIND", "MBC_PLATFORM_CONFIG"} & set(env)
-    if "MBC_PLATFORM_CONFIG" not in env:  # the demo's own: the demo society and receiver
-        env["MBC_PLATFORM_CONFIG"] = str(demo_platform_file(data_dir))
+    # the demo's society, receiver and course, under the user's own platform file if any
+    env["MBC_PLATFORM_CONFIG"] = str(demo_platform_file(data_dir, env.get("MBC_PLATFORM_CONFIG")))
     if spawner != "local" and not user_settings:
         # Containers reach the hub's API at their network's gateway: the API listens there,
         # on no other address of the host; the web pages stay on loopback.

@@ -39,10 +39,35 @@ def test_demo_help():
 def test_demo_logins_are_made_once_and_kept_private(tmp_path):
     path = tmp_path / "hub" / "demo-users.yaml"
     first = demo_logins(path)
-    assert set(first) == set(DEMO_USERS) == {"alice", "bob", "carol"}
+    assert set(first) == set(DEMO_USERS) == {"alice", "bob", "carol", "ines", "sam", "tess"}
     assert first["carol"]["groups"] == ["ophthalmology", "radiology", "mbc-admins"]
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert demo_logins(path) == first
+
+
+def test_a_demo_logins_file_of_an_older_mbc_gains_the_course_s_people(tmp_path):
+    path = tmp_path / "demo-users.yaml"
+    old = {n: {"password": f"{n}-kept", "groups": DEMO_USERS[n]} for n in ("alice", "bob", "carol")}
+    path.write_text(yaml.safe_dump({"users": old}))
+    path.chmod(0o600)
+    users = demo_logins(path)
+    assert {n: users[n]["password"] for n in old} == {n: f"{n}-kept" for n in old}
+    assert {"ines", "sam", "tess"} <= set(users) and users["sam"]["password"] != "sam-kept"
+    assert yaml.safe_load(path.read_text())["users"] == users
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_the_demo_course_sits_under_the_user_s_own_platform_settings(tmp_path):
+    from mbc_hub.demo import DEMO_COURSE, demo_platform_file
+
+    own = tmp_path / "mine.yaml"
+    own.write_text(yaml.safe_dump({"MbcUpload": {"port": 9999}, "IdleCuller": {"enabled": False}}))
+    merged = yaml.safe_load(demo_platform_file(tmp_path / "hub", str(own)).read_text())
+    assert merged["MbcCourses"] == {"courses": [DEMO_COURSE]}
+    assert merged["MbcUpload"]["port"] == 9999 and merged["MbcUpload"]["dicom_port"] == 11112
+    assert merged["IdleCuller"] == {"enabled": False}
+    alone = yaml.safe_load(demo_platform_file(tmp_path / "hub").read_text())
+    assert alone["MbcCourses"] == {"courses": [DEMO_COURSE]} and "IdleCuller" not in alone
 
 
 def test_port_in_use_is_one_clear_line(tmp_path):
@@ -80,7 +105,7 @@ def test_mbc_demo_serves_the_hub_and_prints_url_and_logins(tmp_path, hub_store, 
         "JupyterHub": {"hub_bind_url": f"http://127.0.0.1:{free_port()}"},
         "ConfigurableHTTPProxy": {"api_url": f"http://127.0.0.1:{free_port()}"},
         "IdleCuller": {"enabled": False},
-        "MbcUpload": {"port": free_port()},
+        "MbcUpload": {"port": free_port(), "dicom_port": free_port()},
     }
     if spawner == "docker":
         client = engine()
@@ -129,6 +154,12 @@ def test_mbc_demo_serves_the_hub_and_prints_url_and_logins(tmp_path, hub_store, 
         assert password == saved["alice"]["password"]
         session, reply = login(f"http://127.0.0.1:{port}", "alice", password)
         assert reply.status_code == 200 and reply.url.endswith("/hub/home")
+        # the demo course: its instructor and students, whose login puts them in its group
+        assert re.search(r"ines\s+password \S+\s+instructor of demo-course", text)
+        assert re.search(r"sam\s+password \S+\s+student of demo-course", text)
+        sam, reply = login(f"http://127.0.0.1:{port}", "sam", saved["sam"]["password"])
+        me = sam.get(f"http://127.0.0.1:{port}/hub/api/user", timeout=10)
+        assert reply.status_code == 200 and me.json()["groups"] == ["course-demo-course"]
         if spawner == "docker":  # alice's server is a container on the demo's network
             url = f"http://127.0.0.1:{port}"
             token = user_token(session, url, "alice")
