@@ -7,12 +7,18 @@ Starts a real hub (demo login, docker mode, the researcher image already built b
   (median of ``--repeat`` spawn/stop cycles), against the baseline of a bare ``docker run``
   of the same image to the moment its Jupyter server answers (what the engine and the
   server cost without the hub);
-- ``--concurrent`` researchers requesting a server at the same moment, until all are ready.
+- ``--concurrent`` researchers requesting a server at the same moment, until all are ready;
+- a class (a second hub, with a course of ``--class-size`` students and the idle culler on):
+  the instructor publishes the tutorial, every student logs in and requests the class profile
+  at the same moment, until all servers are ready (each has pulled the course's material at
+  its start); then nobody touches them, until the culler has stopped them all.
 
-Prints a table and, on the last line, JSON with ``spawn_ready_s_median`` and
-``concurrent20_all_ready_s`` (goals on 2 cores: under 5 s and under 60 s).
+Prints a table and, on the last line, JSON with ``spawn_ready_s_median``,
+``concurrent20_all_ready_s`` and ``class30_all_ready_s`` (goals on 2 cores: under 5 s, under
+60 s and under 60 s) and ``class30_culled_s`` (from the last server ready until the culler has
+stopped all of them; its timeout is ``--cull-timeout``).
 
-    python -m benchmarks.spawn [--repeat 5] [--concurrent 20]   # from the checkout
+    python -m benchmarks.spawn [--repeat 5] [--concurrent 20] [--class-size 30]   # checkout
 """
 
 from __future__ import annotations
@@ -60,6 +66,10 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5, help="single spawns to time")
     parser.add_argument("--concurrent", type=int, default=20, help="spawns at the same moment")
+    parser.add_argument("--class-size", type=int, default=30, help="students (0: no class)")
+    parser.add_argument(
+        "--cull-timeout", type=int, default=30, help="the class hub's idle culler timeout (s)"
+    )
     parser.add_argument("--image", default=RESEARCHER_IMAGE)
     return parser.parse_args()
 
@@ -107,6 +117,85 @@ def bare_docker_run(client, image: str, network: str) -> float:
         client.remove_container(container["Id"], force=True)
 
 
+def hub_settings(store: Path, image: str, network: str, volumes: str, users: Path) -> dict:
+    """A docker-mode hub on the engine's fresh ``network``, demo logins from ``users``."""
+    return {
+        "MbcPlatform": {"spawner": "docker"},
+        "JupyterHub": {"hub_bind_url": f"http://0.0.0.0:{free_port()}"},
+        "Spawner": {"start_timeout": 300, "http_timeout": 300},
+        "DemoAuthenticator": {"users_file": str(users)},
+        "MbcStore": {"path": str(store)},
+        "DockerSpawner": {"image": image, "network_name": network, "pull_policy": "never"},
+        "MbcContainerSpawner": {"home_volume": volumes + "-{username}", "profiles": [PROFILE]},
+        "GpuAllocator": {"devices": "none"},
+        "IdleCuller": {"enabled": False},
+    }
+
+
+def run_class(client, args: argparse.Namespace, work: Path, store: Path) -> dict[str, float]:
+    """A course of ``args.class_size`` students spawning at once, then culled when idle."""
+    from mbc_lib.course_material import send_material
+
+    network, volumes = unique("mbc-bench-class"), unique("mbc-bench-class-home")
+    students = [f"student{i:02d}" for i in range(args.class_size)]
+    people = {n: {"password": f"{n}-pw", "groups": []} for n in ["teacher", *students]}
+    settings = hub_settings(
+        store, args.image, network, volumes, write_users(work / "class.yaml", people)
+    )
+    course = {
+        "name": "bench-class",
+        "instructors": ["teacher"],
+        "students": students,
+        "datasets": ["fundus-glaucoma"],
+    }
+    settings["MbcCourses"] = {"courses": [course]}
+    cull_every = max(1, args.cull_timeout // 3)
+    settings["IdleCuller"] = {
+        "enabled": True,
+        "timeout": args.cull_timeout,
+        "cull_every": cull_every,
+        "max_age": 0,
+    }
+    hub = HubProcess(work / "class-hub", settings)
+    try:
+        hub.start()
+        tokens = {}
+        for name in people:
+            session, _ = login(hub.url, name, people[name]["password"])
+            tokens[name] = user_token(session, hub.url, name)
+        material = work / "material"
+        material.mkdir()
+        tutorial = Path(__file__).resolve().parents[1] / "notebooks"
+        for notebook in tutorial.glob("90_*.ipynb"):
+            (material / notebook.name).write_bytes(notebook.read_bytes())
+        send_material(material, "bench-class", f"{hub.url}/hub/api", tokens["teacher"])
+        start = time.perf_counter()
+        with ThreadPoolExecutor(len(students)) as pool:
+            list(pool.map(lambda n: request_and_wait(hub.url, n, tokens[n]), students))
+        ready = time.perf_counter()
+
+        def all_culled() -> bool:
+            listed = requests.get(
+                f"{hub.url}/hub/api/users", headers=auth(tokens["teacher"]), timeout=30
+            ).json()
+            return not any(u.get("servers") for u in listed if u["name"] in students)
+
+        wait_for(all_culled, args.cull_timeout * 4 + 120, "the culler", interval=1)
+        culled = time.perf_counter()
+        # the culled servers' containers are gone too (a fresh container on each start)
+        left = len(client.containers(all=True, filters={"network": network}))
+    finally:
+        hub.stop()
+        remove_everything_on(client, network)
+        remove_volumes(client, volumes)
+    return {
+        f"class{args.class_size}_all_ready_s": round(ready - start, 1),
+        f"class{args.class_size}_culled_s": round(culled - ready, 1),
+        "class_cull_timeout_s": args.cull_timeout,
+        "class_containers_left": left,
+    }
+
+
 def main() -> None:
     import docker
 
@@ -124,26 +213,9 @@ def main() -> None:
         store = build_sample_store(
             work / "sample", n_fundus=6, n_ct=2, ct_size=32, include_real_dicom=False
         )
+        users_file = write_users(work / "users.yaml", users)
         hub = HubProcess(
-            work / "hub",
-            {
-                "MbcPlatform": {"spawner": "docker"},
-                "JupyterHub": {"hub_bind_url": f"http://0.0.0.0:{free_port()}"},
-                "Spawner": {"start_timeout": 300, "http_timeout": 300},
-                "DemoAuthenticator": {"users_file": str(write_users(work / "users.yaml", users))},
-                "MbcStore": {"path": str(store)},
-                "DockerSpawner": {
-                    "image": args.image,
-                    "network_name": network,
-                    "pull_policy": "never",
-                },
-                "MbcContainerSpawner": {
-                    "home_volume": volumes + "-{username}",
-                    "profiles": [PROFILE],
-                },
-                "GpuAllocator": {"devices": "none"},
-                "IdleCuller": {"enabled": False},
-            },
+            work / "hub", hub_settings(store, args.image, network, volumes, users_file)
         )
         try:
             hub.start()
@@ -170,6 +242,7 @@ def main() -> None:
             hub.stop()
             remove_everything_on(client, network)
             remove_volumes(client, volumes)
+        taught = run_class(client, args, work, store) if args.class_size else {}
 
     result = {
         "benchmark": "spawn",
@@ -181,12 +254,19 @@ def main() -> None:
         "spawn_ready_s_all": [round(s, 2) for s in single],
         "spawn_vs_bare_docker_run": round(statistics.median(single) / statistics.median(bare), 2),
         f"concurrent{args.concurrent}_all_ready_s": round(concurrent, 1),
+        **taught,
     }
     rows = [
         ("bare docker run to server answering (median)", statistics.median(bare)),
         ("hub spawn request to ready (median)", statistics.median(single)),
         (f"{args.concurrent} concurrent spawns, all ready", concurrent),
     ]
+    if taught:
+        n = args.class_size
+        rows += [
+            (f"class of {n}: all students' servers ready", taught[f"class{n}_all_ready_s"]),
+            (f"class of {n}: all culled, after the last ready", taught[f"class{n}_culled_s"]),
+        ]
     print(f"{'what':<46} seconds")
     for what, seconds in rows:
         print(f"{what:<46} {seconds:7.2f}")

@@ -225,6 +225,20 @@ def _cmd_course_pull(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_course_share(args: argparse.Namespace) -> int:
+    from .course_material import share_server
+
+    api, token = _hub_args(args)
+    action = "unshare" if args.stop else "show" if args.show else "share"
+    done = share_server(args.course, api, token, action)
+    who = ", ".join(done["shared_with"])
+    if who:
+        print(f"course {done['course']}: your server {done['server']} is open to {who}")
+    else:
+        print(f"course {done['course']}: your server {done['server']} is open to no instructor")
+    return 0
+
+
 def _splits(text: str) -> tuple[str, ...]:
     return tuple(s.strip() for s in text.split(",") if s.strip())
 
@@ -379,7 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--labels", action="store_true", help="the case's labels, not its image")
     q.set_defaults(func=_cmd_export_nifti)
 
-    p = sub.add_parser("course", help="a course's material: publish it, pull it")
+    p = sub.add_parser("course", help="a course: publish its material, pull it, share a server")
     course = p.add_subparsers(dest="course_verb", required=True, metavar="ACTION")
     hub_help = "the hub's address (default: the hub of the server you run in)"
     token_help = "a file holding a hub API token (default: your server's own token)"
@@ -401,6 +415,18 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--url", metavar="URL", help=hub_help)
     q.add_argument("--token-file", metavar="FILE", help=token_help)
     q.set_defaults(func=_cmd_course_pull)
+    q = course.add_parser(
+        "share",
+        help="students: open your server to COURSE's instructors so they can help (only to "
+        "them); --stop closes it again",
+    )
+    q.add_argument("course", metavar="COURSE")
+    what = q.add_mutually_exclusive_group()
+    what.add_argument("--stop", action="store_true", help="close it to the instructors")
+    what.add_argument("--show", action="store_true", help="only say who may open it")
+    q.add_argument("--url", metavar="URL", help=hub_help)
+    q.add_argument("--token-file", metavar="FILE", help=token_help)
+    q.set_defaults(func=_cmd_course_share)
 
     p = sub.add_parser("catalog", help="print the catalog of a store")
     p.add_argument("store", metavar="STORE")

@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import nbformat
 
@@ -227,26 +228,44 @@ def hub_api(url: str | None, token: str | None) -> tuple[str, str]:
 
 def send_material(folder: Path, course: str, api: str, token: str) -> dict:
     """Publish ``folder`` as course ``course``'s material through the hub; the hub's reply."""
-    import requests
-
     if not Path(folder).is_dir():
         raise MaterialError(f"no material folder at {folder}")
     body = _pack(Path(folder))
+    return _hub_call(
+        "POST",
+        f"{api}/mbc/courses/{course}/material",
+        token,
+        "the material",
+        data=body,
+        headers={"Content-Type": "application/gzip"},
+        timeout=300,
+    )
+
+
+def share_server(course: str, api: str, token: str, action: str = "share") -> dict:
+    """Open (``share``), close (``unshare``) or show (``show``) the caller's server to course
+    ``course``'s instructors; the hub's answer: ``{"server", "shared_with": [names]}``."""
+    method = {"share": "POST", "unshare": "DELETE", "show": "GET"}[action]
+    return _hub_call(method, f"{api}/mbc/courses/{course}/share", token, "the share")
+
+
+def _hub_call(method: str, url: str, token: str, what: str, **kwargs: Any) -> dict:
+    """One request to the hub's course API; :class:`MaterialError` with the hub's message
+    where it refuses."""
+    import requests
+
+    headers = {"Authorization": f"token {token}", **kwargs.pop("headers", {})}
+    kwargs.setdefault("timeout", 60)
     try:
-        reply = requests.post(
-            f"{api}/mbc/courses/{course}/material",
-            data=body,
-            headers={"Authorization": f"token {token}", "Content-Type": "application/gzip"},
-            timeout=300,
-        )
+        reply = requests.request(method, url, headers=headers, **kwargs)
     except requests.RequestException as exc:
-        raise MaterialError(f"cannot reach the hub at {api}: {exc}") from None
+        raise MaterialError(f"cannot reach the hub at {url}: {exc}") from None
     if reply.status_code != 200:
         try:
             message = reply.json().get("message") or reply.reason
         except ValueError:
             message = reply.reason
-        raise MaterialError(f"the hub refused the material ({reply.status_code}): {message}")
+        raise MaterialError(f"the hub refused {what} ({reply.status_code}): {message}")
     return reply.json()
 
 

@@ -19,7 +19,7 @@ from traitlets.config import Configurable
 
 from .traits import AbsolutePath
 
-EVENTS = ("login", "spawn", "stop", "refusal", "upload", "ingest", "publish")
+EVENTS = ("login", "spawn", "stop", "refusal", "upload", "ingest", "publish", "share", "unshare")
 _SECRET_KEY = re.compile(r"pass(word)?|token|secret|auth_state|cookie|api_key", re.IGNORECASE)
 
 

@@ -5,6 +5,11 @@
   ``custom:mbc:course:<name>``, which the course's instructor role holds and the instructor's
   own server token carries. The hub makes the student copy and commits it
   (:func:`mbc_lib.course_material.publish`); the reply names the commit.
+- ``GET|POST|DELETE /hub/api/mbc/courses/<name>/share``: a student of the course shows, opens
+  or closes their server (``?server=NAME``; the default server otherwise) to the course's
+  instructors, through JupyterHub's sharing (``orm.Share``); only ever to those instructors, so
+  a server's datasets never reach anyone outside the course. Needs a token of the owner that
+  may manage or open the server (their own API token, or the server's token).
 - ``GET /hub/mbc/courses/<name>.git/<path>``: the course repository as git's plain ("dumb")
   HTTP, read-only, for the course's members and admins: what each student's server pulls
   from at start (``mbc course pull``), through the hub API that servers already reach.
@@ -127,9 +132,76 @@ class MaterialRepoHandler(_CourseHandler):
         self.finish(await asyncio.to_thread(target.read_bytes))
 
 
+class ServerShareHandler(_CourseHandler):
+    """A student opens their server to the course's instructors, or closes it."""
+
+    def share_target(self, name: str) -> tuple[Any, list[Any]]:
+        """The caller's server (orm) and the course's instructors (hub users); refusals as
+        HTTP errors, each audited."""
+        courses, course = self.course_of(name)
+        user = self.current_user
+        if user is None:
+            raise web.HTTPError(403, "a token is needed")
+        groups = {g.name for g in user.groups}
+        member = course.group in groups or user.name in course.students
+        if not member or user.name in course.instructors:
+            self.audit("refusal", action="share", course=name, reason="not a student")
+            raise web.HTTPError(403, f"only the students of {name} share with its instructors")
+        server = self.get_argument("server", "")
+        owner = f"{user.name}/{server}"
+        held = self.expanded_scopes
+        if not {"servers", f"servers!user={user.name}", f"access:servers!server={owner}"} & held:
+            raise web.HTTPError(403, f"this token may not manage the server {owner}")
+        spawner = user.orm_spawners.get(server)
+        if spawner is None:
+            raise web.HTTPError(404, f"you have no server {owner}: start it first")
+        instructors = [self.user_from_username(n) for n in sorted(course.instructors)]
+        if not instructors:
+            raise web.HTTPError(400, f"course {name} has no instructors to share with")
+        return spawner, instructors
+
+    def answer(self, name: str, spawner: Any, instructors: list[Any]) -> None:
+        from jupyterhub import orm
+
+        shared = [u.name for u in instructors if orm.Share.find(self.db, spawner, u.orm_user)]
+        self.set_header("Content-Type", "application/json")
+        self.finish(
+            json.dumps(
+                {
+                    "course": name,
+                    "server": f"{spawner.user.name}/{spawner.name}",
+                    "shared_with": shared,
+                }
+            )
+        )
+
+    async def get(self, name: str) -> None:
+        spawner, instructors = self.share_target(name)
+        self.answer(name, spawner, instructors)
+
+    async def post(self, name: str) -> None:
+        from jupyterhub import orm
+
+        spawner, instructors = self.share_target(name)
+        for instructor in instructors:
+            orm.Share.grant(self.db, spawner, instructor.orm_user)
+        self.audit("share", course=name, server=spawner.name, to=[u.name for u in instructors])
+        self.answer(name, spawner, instructors)
+
+    async def delete(self, name: str) -> None:
+        from jupyterhub import orm
+
+        spawner, instructors = self.share_target(name)
+        for instructor in instructors:
+            orm.Share.revoke(self.db, spawner, instructor.orm_user)
+        self.audit("unshare", course=name, server=spawner.name, to=[u.name for u in instructors])
+        self.answer(name, spawner, instructors)
+
+
 def course_handlers() -> list[tuple[str, type]]:
     """``JupyterHub.extra_handlers`` entries (JupyterHub puts them under /hub/)."""
     return [
         (r"/api/mbc/courses/([a-z0-9-]+)/material", MaterialPublishHandler),
+        (r"/api/mbc/courses/([a-z0-9-]+)/share", ServerShareHandler),
         (r"/mbc/courses/([a-z0-9-]+)\.git/(.+)", MaterialRepoHandler),
     ]

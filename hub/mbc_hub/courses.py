@@ -11,6 +11,9 @@ provider sends), so a course works the same with the demo login and with OIDC.
   can see its members' servers and open them to help (``access:servers!group=course-<name>``),
   and nobody else's. The role also holds ``custom:mbc:course:<name>``: publishing the course's
   material (:mod:`mbc_hub.course_handlers`), which their own server's token carries too.
+- Where a course's ``instructor_access`` is ``shared``, the role does not open servers: a
+  student opens theirs to the course's instructors (JupyterHub's sharing, granted through
+  ``mbc course share``, only ever to those instructors) and closes it again.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from traitlets import HasTraits, Int, List, TraitError, Unicode
+from traitlets import Enum, HasTraits, Int, List, TraitError, Unicode
 from traitlets.config import Configurable
 
 from .traits import AbsolutePath, Profile, Profiles
@@ -36,6 +39,9 @@ INSTRUCTOR_SCOPES = (
     "read:servers",
     "access:servers",
 )
+
+#: How a course's instructors reach its students' servers (``instructor_access``).
+INSTRUCTOR_ACCESS = ("course", "shared")
 
 CLASS_PROFILES = [
     {
@@ -82,6 +88,12 @@ class Course(HasTraits):
     students = List(Unicode(), help="user names of the students")
     datasets = List(Unicode(), help="the teaching datasets its members see (read-only)")
     gpus = Int(0, min=0, help="GPU servers its students may hold at once (0: CPU only)")
+    instructor_access = Enum(
+        INSTRUCTOR_ACCESS,
+        default_value="course",
+        help="course: the instructors open any member's server; shared: only a server its "
+        "student shares with them (mbc course share)",
+    )
 
     @property
     def group(self) -> str:
@@ -91,11 +103,16 @@ class Course(HasTraits):
     def members(self) -> set[str]:
         return set(self.instructors) | set(self.students)
 
+    @property
+    def opens_servers(self) -> bool:
+        """Whether its instructors' role opens the members' servers (else only shares do)."""
+        return bool(self.instructors) and self.instructor_access == "course"
+
     def to_dict(self) -> dict[str, Any]:
         return {key: getattr(self, key) for key in COURSE_KEYS}
 
 
-COURSE_KEYS = ("name", "title", "instructors", "students", "datasets", "gpus")
+COURSE_KEYS = ("name", "title", "instructors", "students", "datasets", "gpus", "instructor_access")
 
 
 class CourseList(List):
@@ -143,8 +160,10 @@ class MbcCourses(Configurable):
 
     courses = CourseList(
         help="The courses: each a mapping of name, title, instructors, students (user names), "
-        "datasets (the teaching datasets its members see) and gpus (GPU servers its students "
-        "may hold at once; 0: CPU only). Each is the hub group course-<name>.",
+        "datasets (the teaching datasets its members see), gpus (GPU servers its students "
+        "may hold at once; 0: CPU only) and instructor_access (course: the instructors open "
+        "any member's server; shared: only those a student shares, mbc course share). Each "
+        "is the hub group course-<name>.",
     ).tag(config=True)
 
     class_profiles = Profiles(
@@ -202,15 +221,18 @@ class MbcCourses(Configurable):
 
     def roles(self) -> list[dict[str, Any]]:
         """One role per course for ``JupyterHub.load_roles``: its instructors, with
-        :data:`INSTRUCTOR_SCOPES` filtered to the course's group."""
+        :data:`INSTRUCTOR_SCOPES` filtered to the course's group (less ``access:servers``
+        where the course's instructor_access is ``shared``)."""
         roles = []
         for course in self.course_list():
             if not course.instructors:
                 continue
             group = course.group
+            allowed = [
+                s for s in INSTRUCTOR_SCOPES if course.opens_servers or s != "access:servers"
+            ]
             scopes = [
-                scope if scope == "admin-ui" else f"{scope}!group={group}"
-                for scope in INSTRUCTOR_SCOPES
+                scope if scope == "admin-ui" else f"{scope}!group={group}" for scope in allowed
             ] + [course_scope(course.name)]
             roles.append(
                 {
@@ -234,6 +256,15 @@ class MbcCourses(Configurable):
                 "subscopes": sorted(scopes),
             }
         return scopes
+
+    def studied(self, username: str, groups: Iterable[str]) -> list[Course]:
+        """The courses ``username`` takes (a member, by list or group, who does not teach)."""
+        groups = set(groups)
+        return [
+            c
+            for c in self.course_list()
+            if (c.group in groups or username in c.students) and username not in c.instructors
+        ]
 
     def instructed(self, username: str) -> list[Course]:
         """The courses ``username`` teaches."""

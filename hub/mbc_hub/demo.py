@@ -41,7 +41,7 @@ DEMO_COURSE = {
     "title": "Glaucoma screening (demo course)",
     "instructors": ["ines"],
     "students": ["sam", "tess"],
-    "datasets": ["fundus-glaucoma"],
+    "datasets": ["fundus-glaucoma", "ct-covid"],  # what the instructors' tutorial reads
 }
 DEMO_ROLES = {
     "alice": "researcher",

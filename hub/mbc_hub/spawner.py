@@ -117,11 +117,12 @@ class MbcSpawner(Configurable):
     def server_access_scopes(self) -> list[str]:
         """Who may open this server (``Spawner.oauth_access_scopes``): its owner, as
         JupyterHub has it, and the instructors of the owner's courses, whose role holds
-        ``access:servers!group=course-<name>``."""
+        ``access:servers!group=course-<name>`` (courses whose instructor_access is ``course``;
+        an instructor the owner shares the server with holds ``access:servers!server=``)."""
         owner = self.user.name
         scopes = [f"access:servers!server={owner}/{self.name}", f"access:servers!user={owner}"]
         courses = self.courses.courses_of(self.user_groups())
-        return scopes + [f"access:servers!group={c.group}" for c in courses if c.instructors]
+        return scopes + [f"access:servers!group={c.group}" for c in courses if c.opens_servers]
 
     @default("server_token_scopes")
     def _server_token_scopes_default(self):
@@ -142,8 +143,13 @@ class MbcSpawner(Configurable):
         """The courses of this user (as member of their groups)."""
         return [c.name for c in self.courses.courses_of(self.user_groups())]
 
+    #: is_student()'s answer for the length of one start (it reads every manifest)
+    _student: bool | None = None
+
     def is_student(self) -> bool:
         """Whether this user uses the hub as a course's student (:mod:`mbc_hub.courses`)."""
+        if self._student is not None:
+            return self._student
         research = set(self.store.dataset_groups().values())
         return self.courses.is_student(self.user.name, self.user_groups(), research)
 
@@ -289,7 +295,9 @@ class MbcContainerSpawner(MbcSpawner):
         self.volumes = {}
         self.read_only_volumes = {}
         self.mounts = [dict(m) for m in plan.mounts]
-        self.environment = {**self.environment, **plan.environment}
+        # the image's start pulls each course's material into ~/courses/<course>
+        courses = {"MBC_COURSES": ",".join(self.course_names())}
+        self.environment = {**self.environment, **plan.environment, **courses}
         self.extra_host_config = dict(plan.host_config)
         self.extra_create_kwargs = dict(plan.create_kwargs)
         self.mem_limit = plan.mem_limit
@@ -350,6 +358,14 @@ class MbcContainerSpawner(MbcSpawner):
         self._course_gpu_starting.discard(self.owner)
 
     async def start(self) -> Any:
+        self._student = None
+        self._student = self.is_student()
+        try:
+            return await self._start()
+        finally:
+            self._student = None
+
+    async def _start(self) -> Any:
         profile = self.chosen_profile()
         try:
             await self.prepare_network()

@@ -5,7 +5,8 @@
 #   images/base/build.sh            # as root; skipped in a second when this script is unchanged
 #
 # Makes two images, both tagged with a hash of this script (rebuilt only when it changes):
-#   mbc-base:bookworm        Python 3.11 (python3-venv), ca-certificates, tini: the researcher base
+#   mbc-base:bookworm        Python 3.11 (python3-venv), ca-certificates, tini, git (courses:
+#                            the hub commits material, servers pull it): the researcher base
 #   mbc-base:bookworm-node   the same plus Debian's nodejs, as one extra layer: the hub's base
 #                            (configurable-http-proxy needs node; the researcher image does not)
 #
@@ -17,7 +18,7 @@ SUITE=bookworm
 TAG=${MBC_BASE_TAG:-mbc-base:bookworm}
 REPO=${TAG%:*}
 NODE_TAG=${TAG}-node
-PACKAGES=python3,python3-venv,ca-certificates,tini
+PACKAGES=python3,python3-venv,ca-certificates,tini,git
 NODE_PACKAGES="nodejs"
 
 die() { echo "images/base/build.sh: $*" >&2; exit 1; }

@@ -12,6 +12,7 @@ import nbformat
 import pytest
 import requests
 import yaml
+from mbc_hub.audit import read_audit
 from mbc_hub.auth import DemoAuthenticator, MbcOAuthenticator, _after_login
 from mbc_hub.config import load_platform_config
 from mbc_hub.platform import PlatformConfigError
@@ -173,6 +174,19 @@ def test_students_see_only_their_course_s_datasets_and_get_the_class_profile(tmp
     ]
 
 
+def test_a_student_s_container_is_told_its_courses_to_pull(tmp_path, hub_store):
+    c = courses_config(hub_store, tmp_path)
+    c.DockerSpawner.network_name = "mbc-platform"  # an internal network, as the hub makes
+    for name, groups, expected in [
+        ("dave", ["course-fundus-101"], "fundus-101"),
+        ("ines", ["ophthalmology", "course-fundus-101"], "fundus-101"),
+        ("alice", ["ophthalmology"], ""),
+    ]:
+        s = spawner(c, name, groups)
+        s.apply_plan(s.make_plan(s.chosen_profile(), gpu=None))
+        assert s.environment["MBC_COURSES"] == expected, name
+
+
 def test_a_student_s_server_may_be_opened_by_the_course_s_instructors(tmp_path, hub_store):
     c = courses_config(hub_store, tmp_path)
     assert spawner(c, "dave", ["course-fundus-101"]).server_access_scopes() == [
@@ -202,7 +216,7 @@ def test_the_course_s_gpu_share_refuses_one_more_student(tmp_path, hub_store):
         hugo.give_back_course_gpu()
 
 
-def course_hub(tmp_path, hub_store, notebooks_dir) -> HubProcess:
+def course_hub(tmp_path, hub_store, notebooks_dir, courses=COURSES) -> HubProcess:
     """A real hub (local spawner, demo logins of COURSE_USERS) with the two courses."""
     users = write_users(tmp_path / "demo-users.yaml", COURSE_USERS)
     return HubProcess(
@@ -214,7 +228,7 @@ def course_hub(tmp_path, hub_store, notebooks_dir) -> HubProcess:
             "MbcStore": {"path": str(hub_store)},
             "MbcLocalSpawner": {"notebooks_dir": str(notebooks_dir)},
             "IdleCuller": {"enabled": False},
-            "MbcCourses": {"courses": COURSES},
+            "MbcCourses": {"courses": courses},
         },
     ).start()
 
@@ -314,5 +328,77 @@ def test_an_instructor_publishes_and_students_get_the_copy_without_clobbering_th
         other = mbc_cli("course", "pull", "fundus-101", "--dest", str(tmp_path / "gina"),
                         "--url", hub.url, "--token-file", str(token_files["gina"]))  # fmt: skip
         assert other.returncode != 0 and not (tmp_path / "gina" / TUTORIAL.name).exists()
+    finally:
+        hub.stop()
+
+
+def test_where_instructors_open_only_shared_servers_their_role_does_not_open_any(
+    tmp_path, hub_store
+):
+    shared = [{**COURSES[0], "instructor_access": "shared"}, COURSES[1]]
+    c = courses_config(hub_store, tmp_path)
+    c.MbcCourses.courses = shared
+    loaded = load(tmp_path, yaml.safe_dump({"MbcCourses": {"courses": shared}}))
+    roles = {r["name"]: r["scopes"] for r in loaded.JupyterHub.load_roles}
+    assert "access:servers!group=course-fundus-101" not in roles["course-fundus-101-instructors"]
+    assert "read:servers!group=course-fundus-101" in roles["course-fundus-101-instructors"]
+    assert "access:servers!group=course-ct-201" in roles["course-ct-201-instructors"]
+    assert (
+        "access:servers!group=course-fundus-101"
+        not in spawner(c, "dave", ["course-fundus-101"]).server_access_scopes()
+    )
+    with pytest.raises(PlatformConfigError, match="instructor_access"):
+        load(
+            tmp_path,
+            yaml.safe_dump(
+                {"MbcCourses": {"courses": [{**COURSES[0], "instructor_access": "always"}]}}
+            ),
+        )
+
+
+@pytest.mark.slow
+def test_a_student_opens_their_server_to_their_instructors_and_closes_it(
+    tmp_path, hub_store, notebooks_dir
+):
+    shared = [{**COURSES[0], "instructor_access": "shared"}, COURSES[1]]
+    hub = course_hub(tmp_path, hub_store, notebooks_dir, courses=shared)
+    try:
+        sessions, token_files = {}, {}
+        for name in ("ines", "frank", "dave", "erin", "gina"):
+            sessions[name], _ = login(hub.url, name, COURSE_USERS[name]["password"])
+            token_files[name] = tmp_path / f"{name}.token"
+            token_files[name].write_text(user_token(sessions[name], hub.url, name))
+        for name in ("dave", "erin"):
+            start_server(hub.url, name, token_files[name].read_text())
+
+        def opens(who: str, whose: str) -> int:
+            # a fresh token each time, as a fresh visit gets: a server remembers the scopes of
+            # a token it has seen for a few minutes
+            token = user_token(sessions[who], hub.url, who)
+            url = f"{hub.url}/user/{whose}/api/contents"
+            return requests.get(url, headers=auth(token), timeout=30).status_code
+
+        def share(who: str, *flags: str) -> subprocess.CompletedProcess:
+            return mbc_cli("course", "share", "fundus-101", *flags,
+                           "--url", hub.url, "--token-file", str(token_files[who]))  # fmt: skip
+
+        assert opens("ines", "dave") == 403  # not shared: her role does not open it
+        done = share("dave")
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == "course fundus-101: your server dave/ is open to ines"
+        assert opens("ines", "dave") == 200
+        assert opens("ines", "erin") == 403  # erin has not shared hers
+        assert opens("frank", "dave") == 403  # only ever the course's instructors
+        assert opens("gina", "dave") == 403
+        refused = share("gina")  # not a student of fundus-101
+        assert refused.returncode != 0 and len(refused.stderr.strip().splitlines()) == 1
+        assert "only the students of fundus-101 share with its instructors" in refused.stderr
+        assert "open to ines" in share("dave", "--show").stdout
+        closed = share("dave", "--stop")
+        assert closed.stdout.strip().endswith("your server dave/ is open to no instructor")
+        assert opens("ines", "dave") == 403
+        events = [(e["event"], e["user"]) for e in read_audit(hub.audit_path)]
+        assert ("share", "dave") in events and ("unshare", "dave") in events
+        assert ("refusal", "gina") in events
     finally:
         hub.stop()

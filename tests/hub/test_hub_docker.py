@@ -109,8 +109,8 @@ print(json.dumps({
 """
 
 #: What the hub passes into a researcher's container (besides what the image sets): the
-#: singleuser server's own JUPYTERHUB_* settings and mbc's three. Nothing of the hub's config.
-PASSED_ENV = {"MBC_STORE", "MBC_DATASETS", "MBC_PROFILE"}
+#: singleuser server's own JUPYTERHUB_* settings and mbc's four. Nothing of the hub's config.
+PASSED_ENV = {"MBC_STORE", "MBC_DATASETS", "MBC_PROFILE", "MBC_COURSES"}
 
 
 @pytest.fixture(scope="module")
