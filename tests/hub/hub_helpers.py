@@ -119,8 +119,8 @@ class HubProcess:
             self.kill_services()
             return
         self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=30)
+        try:  # a hub stops in 1-4 s here; one that hangs on its way out is not waited for
+            self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
