@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 import subprocess
+import threading
 from typing import Any
 
 from .platform import PlatformConfigError
@@ -59,20 +60,27 @@ def _iptables(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     return proc
 
 
+#: one rebuild of a chain at a time in this hub (spawns run it from several threads at once)
+_REBUILD = threading.Lock()
+
+
 def ensure_host_firewall(network: dict[str, Any], gateway: str, api_port: int) -> str:
-    """Put the rules for ``network`` in place (idempotent: the chain is rebuilt each time, and
-    hooked into INPUT once); returns the chain's name. :class:`FirewallError` when they cannot
-    be, so that no container starts unisolated."""
+    """Put the rules for ``network`` in place and hook the chain into INPUT once; returns the
+    chain's name. The chain is written in one ``iptables-restore`` transaction, so it is never
+    empty or half-written while containers run, and concurrent spawns cannot interleave their
+    rules. :class:`FirewallError` when the rules cannot be put in place, so that no container
+    starts unisolated."""
     chain, interface = chain_name(network), bridge_interface(network)
+    rules = isolation_rules(chain, gateway, api_port)
+    transaction = "\n".join(
+        ["*filter", f":{chain} - [0:0]", *("-A " + " ".join(rule) for rule in rules), "COMMIT", ""]
+    )
     try:
-        if _iptables("-n", "-L", chain, check=False).returncode != 0:
-            _iptables("-N", chain)
-        _iptables("-F", chain)
-        for rule in isolation_rules(chain, gateway, api_port):
-            _iptables("-A", *rule)
-        hook = ["INPUT", "-i", interface, "-j", chain]
-        if _iptables("-C", *hook, check=False).returncode != 0:
-            _iptables("-I", *hook)
+        with _REBUILD:
+            _iptables_restore(transaction)
+            hook = ["INPUT", "-i", interface, "-j", chain]
+            if _iptables("-C", *hook, check=False).returncode != 0:
+                _iptables("-I", *hook)
     except FirewallError as exc:
         raise FirewallError(
             f"cannot keep researchers' containers off the host's ports ({exc}): run the hub "
@@ -80,6 +88,21 @@ def ensure_host_firewall(network: dict[str, Any], gateway: str, api_port: int) -
             "host's own firewall lets containers reach only the hub API"
         ) from None
     return chain
+
+
+def _iptables_restore(transaction: str) -> None:
+    """Apply ``transaction`` (iptables-restore's format) without flushing other chains."""
+    binary = shutil.which("iptables-restore")
+    if binary is None:
+        raise FirewallError("iptables-restore is not installed")
+    proc = subprocess.run(
+        [binary, "-w", "--noflush"], input=transaction, capture_output=True, text=True
+    )
+    if proc.returncode != 0:
+        lines = (proc.stderr or proc.stdout).strip().splitlines()
+        raise FirewallError(
+            f"iptables-restore: {lines[-1] if lines else f'exit status {proc.returncode}'}"
+        )
 
 
 def remove_host_firewall(network: dict[str, Any]) -> None:
