@@ -23,11 +23,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import nbformat
+from typing import TYPE_CHECKING, Any
 
 from .errors import MbcError
+
+if TYPE_CHECKING:
+    import nbformat
 
 #: The tag an instructor puts on a solution cell.
 SOLUTION_TAG = "solution"
@@ -46,6 +47,7 @@ class MaterialError(MbcError):
 def student_copy(notebook: nbformat.NotebookNode) -> nbformat.NotebookNode:
     """``notebook`` as a student gets it: solution cells gone (a code cell leaves an empty
     exercise cell), no outputs, no execution counts."""
+    import nbformat
     from nbconvert.preprocessors import ClearOutputPreprocessor, TagRemovePreprocessor
     from traitlets.config import Config
 
@@ -143,6 +145,8 @@ def publish(source: Path, repo: Path, message: str = "Course material") -> Publi
     ``repo`` (made where missing). The commit holds exactly ``source``'s files now: a file the
     instructor removed is removed. Notebooks are stripped (:func:`student_copy`); other files
     (data, images) are copied as they are."""
+    import nbformat
+
     source, repo = Path(source), Path(repo)
     if not source.is_dir():
         raise MaterialError(f"no material folder at {source}")
