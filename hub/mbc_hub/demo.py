@@ -235,7 +235,8 @@ def banner(
     for name, spec in users.items():
         role = DEMO_ROLES.get(name, "researcher")
         groups = ", ".join(spec.get("groups") or [])
-        lines.append(f"    {name:<8} password {spec['password']:<14} {role}; groups {groups}")
+        groups = f"; groups {groups}" if groups else ""
+        lines.append(f"    {name:<8} password {spec['password']:<14} {role}{groups}")
     lines += [
         f"  store (read-only to researchers): {store}",
         f"  audit log: {data_dir / 'audit.jsonl'}",

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import html
 import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Any, ClassVar
@@ -423,9 +424,13 @@ class MbcLocalSpawner(MbcSpawner, SimpleLocalProcessSpawner):
 
     @default("args")
     def _args_default(self) -> list[str]:
+        # Terminals run a plain (not login) shell: a login shell reads the host's /etc/profile,
+        # which resets PATH, and the terminal would lose the mbc command beside this Python.
+        shell = os.environ.get("SHELL") or shutil.which("bash") or "/bin/sh"
+        args = [f"--ServerApp.terminado_settings=shell_command={shell}"]
         # The demo's servers run as the hub's own user; on a machine where that is root
         # (a container, CI), Jupyter Server wants to be told that this is intended.
-        return ["--ServerApp.allow_root=True"] if os.geteuid() == 0 else []
+        return args + (["--ServerApp.allow_root=True"] if os.geteuid() == 0 else [])
 
     async def start(self) -> Any:
         store = self.store
@@ -441,11 +446,15 @@ class MbcLocalSpawner(MbcSpawner, SimpleLocalProcessSpawner):
         copied = await asyncio.to_thread(copy_notebooks, Path(self.notebooks_dir), home)
         await asyncio.to_thread(write_lab_settings, home)
         courses = await asyncio.to_thread(self.pull_courses, home)
+        # the mbc command (mbc course publish, pull, share) beside the Python the server runs
+        here = str(Path(sys.executable).parent)
+        path = os.environ.get("PATH", os.defpath)
         self.environment = {
             **self.environment,
             "MBC_STORE": str(root),
             "MBC_DATASETS": ",".join(datasets),
             "MBC_COURSES": ",".join(self.course_names()),
+            "PATH": path if path.split(os.pathsep)[0] == here else here + os.pathsep + path,
         }
         result = await super().start()
         self.audit(

@@ -297,3 +297,48 @@ async def _execute(base: str, kernel_id: str, token: str, code: str, timeout: fl
     if error is not None:
         raise AssertionError(f"code raised in the kernel:\n{error}")
     return "".join(out)
+
+
+def run_in_terminal(url: str, username: str, token: str, command: str, timeout: float = 90) -> str:
+    """Open a JupyterLab terminal on the user's server (REST), type ``command`` into it as a
+    user would (its shell, its environment), return what it printed up to the command's exit
+    status, which ends the output as ``exit=<status>``."""
+    base = f"{url}/user/{username}"
+    reply = requests.post(f"{base}/api/terminals", headers=auth(token), json={}, timeout=60)
+    reply.raise_for_status()
+    name = reply.json()["name"]
+    try:
+        return asyncio.run(_type(base, name, token, command, timeout))
+    finally:
+        requests.delete(f"{base}/api/terminals/{name}", headers=auth(token), timeout=30)
+
+
+async def _type(base: str, name: str, token: str, command: str, timeout: float) -> str:
+    from tornado.httpclient import HTTPRequest
+    from tornado.websocket import websocket_connect
+
+    ws_url = base.replace("https://", "wss://").replace("http://", "ws://")
+    request = HTTPRequest(f"{ws_url}/terminals/websocket/{name}", headers=auth(token))
+    conn = await websocket_connect(request)
+    mark = uuid.uuid4().hex[:8]
+    conn.write_message(json.dumps(["set_size", 50, 400]))  # no wrapped lines
+    # the marker is split in what is typed, so only the shell's output has it whole
+    conn.write_message(json.dumps(["stdin", f"{command}; echo END{mark[:4]}''{mark[4:]}=$?\r"]))
+    out = ""
+    deadline = time.monotonic() + timeout
+    try:
+        while (found := re.search(rf"END{mark}=(\d+)", out)) is None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"terminal did not finish in {timeout:.0f} s: {out!r}")
+            raw = await asyncio.wait_for(conn.read_message(), remaining)
+            if raw is None:
+                raise AssertionError(f"terminal websocket closed: {out!r}")
+            kind, *payload = json.loads(raw)
+            if kind == "stdout":
+                out += payload[0]
+    finally:
+        conn.close()
+    # what the command printed: after the echo of the typed line, before the marker
+    printed = out[: found.start()].split("=$?", 1)[-1]
+    return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]|\r", "", printed).strip() + f"\nexit={found[1]}"

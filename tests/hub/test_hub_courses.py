@@ -22,7 +22,15 @@ from traitlets.config import Config
 from mbc_lib.course_material import EXERCISE_SOURCE
 
 from .conftest import DEMO_USERS
-from .hub_helpers import HubProcess, auth, login, start_server, user_token, write_users
+from .hub_helpers import (
+    HubProcess,
+    auth,
+    login,
+    run_in_terminal,
+    start_server,
+    user_token,
+    write_users,
+)
 from .test_hub_apply import fake_user
 from .test_hub_config import ROOT, load
 
@@ -394,6 +402,11 @@ def test_a_student_opens_their_server_to_their_instructors_and_closes_it(
         assert refused.returncode != 0 and len(refused.stderr.strip().splitlines()) == 1
         assert "only the students of fundus-101 share with its instructors" in refused.stderr
         assert "open to ines" in share("dave", "--show").stdout
+        # what a student types in a terminal of their server: its own token, mbc on its PATH
+        typed = run_in_terminal(
+            hub.url, "dave", token_files["dave"].read_text(), "mbc course share fundus-101 --show"
+        )
+        assert typed == "course fundus-101: your server dave/ is open to ines\nexit=0", typed
         closed = share("dave", "--stop")
         assert closed.stdout.strip().endswith("your server dave/ is open to no instructor")
         assert opens("ines", "dave") == 403
