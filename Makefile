@@ -172,6 +172,9 @@ local-images: docker-engine base-image wheelhouse
 	  MBC_WHEELHOUSE=$(WHEELHOUSE) MBC_RESEARCHER_TAG=$(LOCAL_RESEARCHER) images/build.sh researcher
 	MBC_PIP="$(BIN)/python -m pip" MBC_WHEELHOUSE=$(WHEELHOUSE) MBC_HUB_TAG=$(LOCAL_HUB) \
 	  images/build.sh hub
+	@# the builds these tags replaced (untagged now): gigabytes a build, of mbc's images only
+	@docker image prune -f --filter label=org.opencontainers.image.title=mbc-researcher >/dev/null
+	@docker image prune -f --filter label=org.opencontainers.image.title=mbc-hub >/dev/null
 
 # ---- Ansible (ansible/, docs/admin.md) ---------------------------------------------------------
 # Its own venv (the ansible distribution, ansible-lint, Molecule), kept apart from the project's,
