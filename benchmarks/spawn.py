@@ -129,11 +129,21 @@ def bare_docker_run(client, image: str, network: str) -> float:
         client.remove_container(container["Id"], force=True)
 
 
+def log_in(url: str, users: dict[str, dict]) -> dict[str, str]:
+    """Each demo user logs in; their API tokens by name."""
+    tokens = {}
+    for name, spec in users.items():
+        session, _ = login(url, name, spec["password"])
+        tokens[name] = user_token(session, url, name)
+    return tokens
+
+
 def hub_settings(store: Path, image: str, network: str, volumes: str, users: Path) -> dict:
     """A docker-mode hub on the engine's fresh ``network``, demo logins from ``users``."""
     return {
         "MbcPlatform": {"spawner": "docker"},
-        "JupyterHub": {"hub_bind_url": f"http://0.0.0.0:{free_port()}"},
+        # the hub API on the platform network's gateway only, as the tests and the demo bind it
+        "JupyterHub": {"hub_bind_url": "http://{gateway}:" + str(free_port())},
         "Spawner": {"start_timeout": 300, "http_timeout": 300},
         "DemoAuthenticator": {"users_file": str(users)},
         "MbcStore": {"path": str(store)},
@@ -161,7 +171,7 @@ def run_class(client, args: argparse.Namespace, work: Path, store: Path) -> dict
         "datasets": ["fundus-glaucoma"],
     }
     settings["MbcCourses"] = {"courses": [course]}
-    cull_every = max(1, args.cull_timeout // 3)
+    cull_every = max(5, args.cull_timeout // 3)  # IdleCuller.cull_every: 5 s at least
     settings["IdleCuller"] = {
         "enabled": True,
         "timeout": args.cull_timeout,
@@ -171,10 +181,7 @@ def run_class(client, args: argparse.Namespace, work: Path, store: Path) -> dict
     hub = HubProcess(work / "class-hub", settings)
     try:
         hub.start()
-        tokens = {}
-        for name in people:
-            session, _ = login(hub.url, name, people[name]["password"])
-            tokens[name] = user_token(session, hub.url, name)
+        tokens = log_in(hub.url, people)
         material = work / "material"
         material.mkdir()
         tutorial = Path(__file__).resolve().parents[1] / "notebooks"
@@ -231,10 +238,7 @@ def main() -> None:
         )
         try:
             hub.start()
-            tokens = {}
-            for name in names:
-                session, _ = login(hub.url, name, users[name]["password"])
-                tokens[name] = user_token(session, hub.url, name)
+            tokens = log_in(hub.url, users)
             first = names[0]
             # a first spawn creates the network and the home volume: not timed
             request_and_wait(hub.url, first, tokens[first])

@@ -231,3 +231,16 @@ def network_namespace() -> Iterator[Any]:
     finally:
         subprocess.run(["ip", "link", "del", host_if], capture_output=True)
         subprocess.run(["ip", "netns", "del", name], capture_output=True)
+
+
+@contextmanager
+def hub_on_engine(hub: Any, client: Any, network: str, volume_prefix: str) -> Iterator[Any]:
+    """Start ``hub`` (a HubProcess spawning on ``network``); afterwards stop it and remove what
+    it left on the engine: the network's containers and firewall, the home volumes."""
+    hub.start()
+    try:
+        yield hub
+    finally:
+        hub.stop()
+        remove_everything_on(client, network)
+        remove_volumes(client, volume_prefix)

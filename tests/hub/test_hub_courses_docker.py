@@ -14,7 +14,7 @@ import nbformat
 import pytest
 import requests
 
-from .docker_helpers import engine, remove_everything_on, remove_volumes, require_image, unique
+from .docker_helpers import engine, hub_on_engine, require_image, unique
 from .hub_helpers import (
     HubProcess,
     auth,
@@ -99,13 +99,8 @@ def course_docker_hub(tmp_path, hub_store):
             "MbcCourses": {"courses": COURSES},
         },
     )
-    hub.start()
-    try:
+    with hub_on_engine(hub, client, network, volumes):
         yield hub
-    finally:
-        hub.stop()
-        remove_everything_on(client, network)
-        remove_volumes(client, volumes)
 
 
 def test_a_student_container_gets_the_copy_and_keeps_an_answer_through_a_second_edition(

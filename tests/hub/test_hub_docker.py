@@ -26,10 +26,9 @@ from .docker_helpers import (
     engine,
     fetch_from_network,
     host_listener,
+    hub_on_engine,
     missing,
     network_namespace,
-    remove_everything_on,
-    remove_volumes,
     require_image,
     sentinel_server,
     unique,
@@ -146,13 +145,8 @@ def docker_hub(tmp_path_factory, client, image, hub_store):
         },
     )
     hub.network, hub.volume_prefix, hub.api_port = network, volumes, api_port
-    hub.start()
-    try:
+    with hub_on_engine(hub, client, network, volumes):
         yield hub
-    finally:
-        hub.stop()
-        remove_everything_on(client, network)
-        remove_volumes(client, volumes)
 
 
 @pytest.fixture(scope="module")
