@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from .browser_helpers import chromium
 from .docker_helpers import MISSING_ATTR
 from .hub_helpers import HubProcess, free_port, write_users
 from .upload_helpers import wait_for_service
@@ -21,6 +22,13 @@ DEMO_USERS = {
     "bob": {"password": "bob-demo-pw", "groups": ["radiology"]},
     "carol": {"password": "carol-demo-pw", "groups": ["ophthalmology", "radiology", "mbc-admins"]},
 }
+
+
+@pytest.fixture
+def browser() -> Iterator:
+    """A headless Chromium (Debian's), quit after the test."""
+    with chromium() as driver:
+        yield driver
 
 
 @pytest.fixture(scope="session")

@@ -1,8 +1,10 @@
 """Courses on the Docker engine (issue 14): two courses on a hub spawning real containers of
-the researcher image. An instructor opens her student's server and not the other course's; the
-student's container starts with the published student copy (no solution cell) in
-``~/courses/<course>``; a second edition, pulled in a terminal of the container with the server's
-own token, reaches the student's home without clobbering the cell the student answered."""
+the researcher image. A student logs in with a browser, starts the class profile from the spawn
+form and runs the tutorial's first cells in JupyterLab. An instructor opens her student's server
+and not the other course's; the student's container starts with the published student copy (no
+solution cell) in ``~/courses/<course>``; a second edition, pulled in a terminal of the container
+with the server's own token, reaches the student's home without clobbering the cell the student
+answered."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import nbformat
 import pytest
 import requests
 
+from .browser_helpers import NOTEBOOK_TEXT_JS, log_in_and_start, open_notebook, run_first_cells
 from .docker_helpers import engine, hub_on_engine, require_image, unique
 from .hub_helpers import (
     HubProcess,
@@ -32,6 +35,8 @@ from .test_hub_courses import COURSE_USERS, COURSES, TUTORIAL
 pytestmark = [pytest.mark.slow, pytest.mark.docker]
 
 COURSE = "fundus-101"
+#: the tutorial reads both sample datasets: its course teaches with both
+DOCKER_COURSES = [{**COURSES[0], "datasets": ["fundus-glaucoma", "ct-covid"]}, COURSES[1]]
 
 #: run in the student's kernel: what ~/courses holds, then the student answers the first
 #: exercise (the cell the platform left empty where the solution was)
@@ -46,7 +51,7 @@ nb.cells[first].source = "answer = 'mine'"
 nbformat.write(nb, path)
 print(json.dumps({
     "courses": sorted(p.name for p in home.parent.iterdir()),
-    "files": sorted(p.name for p in home.iterdir() if p.name != ".git"),
+    "files": sorted(p.name for p in home.iterdir() if not p.name.startswith(".")),
     "tags": sorted({t for c in nb.cells for t in c.metadata.get("tags", [])}),
     "exercise": first,
     "env": {k: v for k, v in __import__("os").environ.items() if k == "MBC_COURSES"},
@@ -96,15 +101,15 @@ def course_docker_hub(tmp_path, hub_store):
             "DockerSpawner": {"image": image, "network_name": network, "pull_policy": "never"},
             "MbcContainerSpawner": {"home_volume": volumes + "-{username}"},
             "IdleCuller": {"enabled": False},
-            "MbcCourses": {"courses": COURSES},
+            "MbcCourses": {"courses": DOCKER_COURSES},
         },
     )
     with hub_on_engine(hub, client, network, volumes):
         yield hub
 
 
-def test_a_student_container_gets_the_copy_and_keeps_an_answer_through_a_second_edition(
-    course_docker_hub, tmp_path
+def test_a_student_runs_the_copy_in_the_browser_and_keeps_an_answer_through_a_second_edition(
+    course_docker_hub, browser, tmp_path
 ):
     hub = course_docker_hub
     tokens, token_files = {}, {}
@@ -125,9 +130,14 @@ def test_a_student_container_gets_the_copy_and_keeps_an_answer_through_a_second_
 
     first = publish()
     assert first.returncode == 0, first.stderr
-    start_server(hub.url, "dave", tokens["dave"], timeout=150)
-    start_server(hub.url, "gina", tokens["gina"], timeout=150)
+    # the student: the hub's form (the class profile), JupyterLab, the tutorial's first cells
+    # (the title, parameters, imports, Part 1, the catalog)
+    log_in_and_start(browser, hub.url, "dave", COURSE_USERS["dave"]["password"], "class")
     try:
+        open_notebook(browser, hub.url, "dave", f"courses/{COURSE}/{TUTORIAL.name}")
+        prompts = run_first_cells(browser, cells=5, code_cells=3, shot=tmp_path / "dave.png")
+        text = browser.execute_script(NOTEBOOK_TEXT_JS)
+        start_server(hub.url, "gina", tokens["gina"], timeout=150)
 
         def opens(who: str, whose: str) -> int:
             url = f"{hub.url}/user/{whose}/api/contents"
@@ -147,6 +157,13 @@ def test_a_student_container_gets_the_copy_and_keeps_an_answer_through_a_second_
         stop_server(hub.url, "dave", tokens["dave"])
         stop_server(hub.url, "gina", tokens["gina"])
 
+    # in the browser: the first code cells ran, nothing past the catalog, no error; the
+    # catalog's first rows; the exercise where the solution was
+    assert all(p[1:-2].isdigit() for p in prompts[:3]), prompts
+    assert all(p == "[ ]:" for p in prompts[3:]), prompts
+    assert "Traceback" not in text and "Error" not in text
+    assert "case_id" in text and "patient" in text
+    assert "# Your solution here" in text and "# Solution" not in text
     # each instructor opens her own course's student, never the other course's
     assert access == {
         ("ines", "dave"): 200,
