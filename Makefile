@@ -33,35 +33,48 @@ lint: venv
 	$(BIN)/ruff format --check mbc_lib tests benchmarks hub
 
 # The hub tests drive a real Docker engine with the local images (built once, then cached).
-# Three stages: the tests that start containers on the Docker engine (marker `docker`) alone;
-# then the rest of pytest with the Ansible checks beside it. The Docker tests wait on their
-# containers' starts with deadlines, so they do not share the engine with Molecule, which loads
-# gigabytes of images into its hosts; beside the rest, Molecule mostly waits on its hosts'
-# engines and takes little from pytest. Its output
-# is kept in $(ANSIBLE_LOG) and printed once pytest is done; any stage failing fails `make test`.
-# MBC_TEST_SERIAL=1 runs the three one after the other. (PYTEST is expanded where it is used:
-# the image names are defined further down.)
+# The suite runs in three pytest processes and the Ansible checks, packed onto the CPUs:
+# - the notebook execution tests (tests/test_notebooks.py: training, pure CPU, no engine) start
+#   first and run beside everything else;
+# - beside them, the tests that start containers on the Docker engine (marker `docker`), which
+#   mostly wait on their containers;
+# - then the rest of pytest with the Ansible checks (Molecule) beside it. The Docker tests wait on
+#   their containers' starts with deadlines, so they do not share the engine with Molecule, which
+#   loads gigabytes of images into its hosts; Molecule mostly waits on its hosts' engines.
+# The notebooks' and the Ansible checks' output is kept in .cache/ and printed once the rest is
+# done; any part failing fails `make test`. MBC_TEST_SERIAL=1 runs them one after the other.
+# (PYTEST is expanded where it is used: the image names are defined further down.)
 # OMP_WAIT_POLICY=PASSIVE: torch's OpenMP threads sleep instead of spinning while they wait, so
-# a training test loses little to Molecule's processes (the results do not change).
+# a training test loses little to the other processes (the results do not change: the tests fix
+# torch's thread count).
 PYTEST = MBC_TEST_IMAGE=$(LOCAL_RESEARCHER) MBC_TEST_HUB_IMAGE=$(LOCAL_HUB) OMP_WAIT_POLICY=PASSIVE \
 	$(BIN)/pytest -q --durations=10
+NOTEBOOK_TESTS := tests/test_notebooks.py
+NOTEBOOK_LOG := .cache/test-notebooks.log
 ANSIBLE_LOG := .cache/test-ansible.log
 test: venv lint proxy browser dicom-tools docker-engine local-images ansible-ready
-	@mkdir -p .cache; $(PYTEST) -m docker; hub=$$?; \
+	@mkdir -p .cache; \
 	  if [ -n "$(MBC_TEST_SERIAL)" ]; then \
-	    $(PYTEST) -m 'not docker'; rest=$$?; \
+	    $(PYTEST) -m docker; hub=$$?; \
+	    $(PYTEST) -m 'not docker'; rest=$$?; notebooks=0; \
 	    $(MAKE) --no-print-directory ansible-checks 2>&1 | tee $(ANSIBLE_LOG); checks=$${PIPESTATUS[0]}; \
 	  else \
+	    echo "notebook tests started beside the others (log: $(NOTEBOOK_LOG))"; \
+	    $(PYTEST) -p no:cacheprovider -m 'not docker' $(NOTEBOOK_TESTS) >$(NOTEBOOK_LOG) 2>&1 & nbs=$$!; \
+	    $(PYTEST) -m docker; hub=$$?; \
 	    echo "ansible checks started beside pytest (log: $(ANSIBLE_LOG))"; \
 	    $(MAKE) --no-print-directory ansible-checks >$(ANSIBLE_LOG) 2>&1 & ansible=$$!; \
-	    $(PYTEST) -m 'not docker'; rest=$$?; \
+	    $(PYTEST) -m 'not docker' --ignore=$(NOTEBOOK_TESTS); rest=$$?; \
+	    wait $$nbs; notebooks=$$?; \
+	    echo "== notebook tests ($(NOTEBOOK_LOG))"; cat $(NOTEBOOK_LOG); \
 	    wait $$ansible; checks=$$?; \
 	    echo "== ansible checks ($(ANSIBLE_LOG))"; cat $(ANSIBLE_LOG); \
 	  fi; \
 	  [ $$hub -eq 0 ] || echo "make test: the Docker tests failed (pytest exit $$hub)" >&2; \
 	  [ $$rest -eq 0 ] || echo "make test: the other tests failed (pytest exit $$rest)" >&2; \
+	  [ $$notebooks -eq 0 ] || echo "make test: the notebook tests failed (pytest exit $$notebooks)" >&2; \
 	  [ $$checks -eq 0 ] || echo "make test: the ansible checks failed (exit $$checks)" >&2; \
-	  [ $$hub -eq 0 ] && [ $$rest -eq 0 ] && [ $$checks -eq 0 ]
+	  [ $$hub -eq 0 ] && [ $$rest -eq 0 ] && [ $$notebooks -eq 0 ] && [ $$checks -eq 0 ]
 
 # The hub's proxy, installed into the project (never globally).
 proxy: $(PROXY)

@@ -34,6 +34,16 @@ PROMPTS_JS = (
 NOTEBOOK_TEXT_JS = "return document.querySelector('.jp-Notebook').textContent;"
 
 
+def waiting(browser: Any, seconds: float, poll: float = 0.5) -> Any:
+    """A wait that looks again when JupyterLab re-renders what it was looking at (a stale
+    element is not a failure while the page settles)."""
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    ignored = (NoSuchElementException, StaleElementReferenceException)
+    return WebDriverWait(browser, seconds, poll_frequency=poll, ignored_exceptions=ignored)
+
+
 @contextmanager
 def chromium() -> Iterator[Any]:
     """A headless Chromium driven by Debian's chromedriver, with a profile of its own."""
@@ -68,9 +78,8 @@ def log_in_and_start(
     (or keep the one checked) and press Start; return once JupyterLab has loaded."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
-    from selenium.webdriver.support.ui import WebDriverWait
 
-    wait = WebDriverWait(browser, 120)
+    wait = waiting(browser, 120)
     browser.get(f"{hub_url}/hub/login")
     browser.find_element(By.ID, "username_input").send_keys(user)
     browser.find_element(By.ID, "password_input").send_keys(password)
@@ -90,9 +99,8 @@ def open_notebook(browser: Any, hub_url: str, user: str, path: str) -> None:
     """Open ``path`` (relative to the home) in JupyterLab; return once its kernel is idle."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
-    from selenium.webdriver.support.ui import WebDriverWait
 
-    wait = WebDriverWait(browser, 90)
+    wait = waiting(browser, 90)
     browser.get(f"{hub_url}/user/{user}/lab/tree/{path}")
     tab = wait.until(
         ec.visibility_of_element_located((By.CSS_SELECTOR, ".jp-mod-current .lm-TabBar-tabLabel"))
@@ -105,26 +113,22 @@ def open_notebook(browser: Any, hub_url: str, user: str, path: str) -> None:
 def run_first_cells(browser: Any, cells: int, code_cells: int, shot: Path) -> list[str]:
     """Shift+Enter on the first ``cells`` cells, as a user steps through a notebook; return the
     prompts once the first ``code_cells`` code cells have run (fail with a screenshot if not)."""
-    from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
+    from selenium.common.exceptions import TimeoutException
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
-    from selenium.webdriver.support.ui import WebDriverWait
 
     def select_first_cell(b: Any) -> bool:  # the notebook may still render it anew
-        try:
-            b.find_element(By.CSS_SELECTOR, ".jp-Notebook .jp-Cell .jp-InputPrompt").click()
-            return True
-        except StaleElementReferenceException:
-            return False
+        b.find_element(By.CSS_SELECTOR, ".jp-Notebook .jp-Cell .jp-InputPrompt").click()
+        return True
 
     try:
-        WebDriverWait(browser, 60).until(select_first_cell)  # command mode
+        waiting(browser, 60).until(select_first_cell)  # command mode
         keys = ActionChains(browser)
         for _ in range(cells):
             keys.key_down(Keys.SHIFT).send_keys(Keys.ENTER).key_up(Keys.SHIFT).pause(0.3)
         keys.perform()
-        WebDriverWait(browser, 180, poll_frequency=1).until(
+        waiting(browser, 180, poll=1).until(
             lambda b: all(p[1:-2].isdigit() for p in b.execute_script(PROMPTS_JS)[:code_cells])
         )
     except TimeoutException:

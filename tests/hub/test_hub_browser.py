@@ -7,7 +7,13 @@ from pathlib import Path
 import pytest
 import requests
 
-from .browser_helpers import NOTEBOOK_TEXT_JS, PROMPTS_JS, log_in_and_start, open_notebook
+from .browser_helpers import (
+    NOTEBOOK_TEXT_JS,
+    PROMPTS_JS,
+    log_in_and_start,
+    open_notebook,
+    waiting,
+)
 from .hub_helpers import auth, login, stop_server, user_token
 
 pytestmark = pytest.mark.slow
@@ -55,14 +61,13 @@ def _run_notebook(demo_hub, browser, tmp_path: Path, user: str, home: Path) -> N
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
-    from selenium.webdriver.support.ui import WebDriverWait
 
     from .conftest import DEMO_USERS
 
     # the server starts and JupyterLab loads (the demo hub's local servers have no form)
     log_in_and_start(browser, demo_hub.url, user, DEMO_USERS[user]["password"])
     open_notebook(browser, demo_hub.url, user, "notebooks/00_getting_started.ipynb")
-    wait = WebDriverWait(browser, 90)
+    wait = waiting(browser, 90)
     shot = tmp_path / f"{user}.png"
     try:
         # Run -> Run All Cells, as the notebook's first cell tells a researcher to
@@ -79,8 +84,7 @@ def _run_notebook(demo_hub, browser, tmp_path: Path, user: str, home: Path) -> N
         )
         # Lumino menus act on the pointer's own events: move onto the item, then click
         ActionChains(browser).move_to_element(item).pause(0.3).click().perform()
-        done = WebDriverWait(browser, 300, poll_frequency=1)
-        done.until(
+        waiting(browser, 300, poll=1).until(
             lambda b: (p := b.execute_script(PROMPTS_JS)) and all(x[1:-2].isdigit() for x in p)
         )
     except TimeoutException:
