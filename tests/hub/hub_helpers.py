@@ -339,6 +339,8 @@ async def _type(base: str, name: str, token: str, command: str, timeout: float) 
                 out += payload[0]
     finally:
         conn.close()
-    # what the command printed: after the echo of the typed line, before the marker
-    printed = out[: found.start()].split("=$?", 1)[-1]
+    # what the command printed: after the echo of the typed line, before the marker. A line
+    # typed before the shell is ready is echoed twice: by the terminal, then by readline
+    # with the prompt (seen on a loaded machine); the output follows the last echo
+    printed = out[: found.start()].rsplit("=$?", 1)[-1]
     return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]|\r", "", printed).strip() + f"\nexit={found[1]}"
