@@ -30,6 +30,12 @@ PROMPTS_JS = (
     ".map(p => p.textContent.trim());"
 )
 
+
+def has_run(prompt: str) -> bool:
+    """Whether a code cell's prompt (from :data:`PROMPTS_JS`) says it has run: ``[3]:``."""
+    return prompt[1:-2].isdigit()
+
+
 #: The notebook's text as the user sees it: sources and outputs.
 NOTEBOOK_TEXT_JS = "return document.querySelector('.jp-Notebook').textContent;"
 
@@ -129,7 +135,7 @@ def run_first_cells(browser: Any, cells: int, code_cells: int, shot: Path) -> li
             keys.key_down(Keys.SHIFT).send_keys(Keys.ENTER).key_up(Keys.SHIFT).pause(0.3)
         keys.perform()
         waiting(browser, 180, poll=1).until(
-            lambda b: all(p[1:-2].isdigit() for p in b.execute_script(PROMPTS_JS)[:code_cells])
+            lambda b: all(map(has_run, b.execute_script(PROMPTS_JS)[:code_cells]))
         )
     except TimeoutException:
         browser.save_screenshot(str(shot))

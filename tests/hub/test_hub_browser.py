@@ -10,6 +10,7 @@ import requests
 from .browser_helpers import (
     NOTEBOOK_TEXT_JS,
     PROMPTS_JS,
+    has_run,
     log_in_and_start,
     open_notebook,
     waiting,
@@ -85,7 +86,7 @@ def _run_notebook(demo_hub, browser, tmp_path: Path, user: str, home: Path) -> N
         # Lumino menus act on the pointer's own events: move onto the item, then click
         ActionChains(browser).move_to_element(item).pause(0.3).click().perform()
         waiting(browser, 300, poll=1).until(
-            lambda b: (p := b.execute_script(PROMPTS_JS)) and all(x[1:-2].isdigit() for x in p)
+            lambda b: (p := b.execute_script(PROMPTS_JS)) and all(map(has_run, p))
         )
     except TimeoutException:
         browser.save_screenshot(str(shot))
